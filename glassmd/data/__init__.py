@@ -1,0 +1,1 @@
+"""Data: LAMMPS dump files in and out, periodic graphs, import of public data sets."""

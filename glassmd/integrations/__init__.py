@@ -1,0 +1,1 @@
+"""Bridges between glassmd and the programs it runs inside (LAMMPS)."""
