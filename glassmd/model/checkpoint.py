@@ -1,0 +1,40 @@
+"""Rebuilding a model from a training checkpoint.
+
+A checkpoint is a ``torch.save`` dict holding at least ``"model_config"`` (``ModelConfig.to_dict()``) and
+``"model_state"`` (the ``GlassGNN`` state dict, label normalisation included); trainers may add more keys.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from glassmd.errors import ModelFileError
+from glassmd.model.config import ModelConfig
+from glassmd.model.network import GlassGNN
+
+__all__ = ["model_from_checkpoint", "checkpoint_payload"]
+
+
+def checkpoint_payload(model: GlassGNN) -> dict:
+    """The model part of a checkpoint (the keys :func:`model_from_checkpoint` reads)."""
+    return {"model_config": model.config.to_dict(), "model_state": model.state_dict()}
+
+
+def model_from_checkpoint(path: str | os.PathLike) -> GlassGNN:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ModelFileError(f"checkpoint {str(path)!r} could not be read: {exc}") from None
+    if not isinstance(payload, dict) or "model_config" not in payload or "model_state" not in payload:
+        raise ModelFileError(f"checkpoint {str(path)!r} has no 'model_config'/'model_state': not a glassmd checkpoint")
+    model = GlassGNN(ModelConfig.from_dict(payload["model_config"]))
+    dtype = next(iter(payload["model_state"].values())).dtype
+    model.to(dtype)
+    model.load_state_dict(payload["model_state"])
+    return model

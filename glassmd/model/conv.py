@@ -1,0 +1,85 @@
+"""The SE(3)-equivariant graph convolution of the paper (eqs. 10-11), reference implementation with e3nn."""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from torch import nn
+
+from glassmd.model.irreps import conv_input_irreps, edge_sh_irreps, hidden_irreps
+from glassmd.model.radial import RadialMLP
+
+__all__ = ["EquivariantConv"]
+
+
+class EquivariantConv(nn.Module):
+    """One convolution: per edge and channel, every allowed (l_in, l_filter -> l_out) Clebsch-Gordan product of
+    the sender's features with the edge harmonics, weighted by the radial MLP; summed over senders; then one
+    linear map per l_out mixes (triplet, channel) into ``channels`` outputs.
+
+    This is the plain e3nn formulation (``o3.TensorProduct`` 'uvu' with per-edge weights, ``index_add``
+    aggregation): the reference that faster implementations are tested against.
+
+    Parameters
+    ----------
+    channels, l_max, n_types : int
+    first : bool
+        The first layer sees only the one-hot types; later layers see the hidden features plus the one-hot
+        types again as extra l=0 channels.
+    n_radial, radial_hidden : int
+    dropout, bn_momentum : float
+    radial_output_relu : bool
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        l_max: int,
+        n_types: int,
+        first: bool,
+        n_radial: int,
+        radial_hidden: int,
+        dropout: float,
+        bn_momentum: float,
+        radial_output_relu: bool,
+    ):
+        super().__init__()
+        self.first = first
+        self.channels = channels
+        self.irreps_in = conv_input_irreps(channels, l_max, n_types, first)
+        self.irreps_sh = edge_sh_irreps(l_max)
+        self.irreps_out = hidden_irreps(channels, l_max)
+        tp_irreps_out = []
+        instructions = []
+        for i_in, (mul, ir_in) in enumerate(self.irreps_in):
+            for i_sh, (_, ir_sh) in enumerate(self.irreps_sh):
+                for ir_out in ir_in * ir_sh:
+                    if ir_out.l <= l_max:
+                        instructions.append((i_in, i_sh, len(tp_irreps_out), "uvu", True))
+                        tp_irreps_out.append((mul, ir_out))
+        self.tp = o3.TensorProduct(
+            self.irreps_in,
+            self.irreps_sh,
+            o3.Irreps(tp_irreps_out),
+            instructions,
+            internal_weights=False,
+            shared_weights=False,
+        )
+        self.radial = RadialMLP(n_radial, radial_hidden, self.tp.weight_numel, dropout, bn_momentum, radial_output_relu)
+        self.mix = o3.Linear(self.tp.irreps_out, self.irreps_out)
+        self.n_paths = len(instructions)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+    ) -> torch.Tensor:
+        sender = edge_index[0]
+        receiver = edge_index[1]
+        weights = self.radial(edge_radial)
+        messages = self.tp(x[sender], edge_sh, weights)
+        summed = torch.zeros(x.shape[0], messages.shape[1], dtype=messages.dtype, device=messages.device)
+        summed.index_add_(0, receiver, messages)
+        return self.mix(summed)

@@ -1,0 +1,232 @@
+"""The model file the LAMMPS plugin and other tools load: one self-contained TorchScript file.
+
+The file loads with plain ``torch.jit.load`` (no glassmd classes needed). Its metadata (cutoff, particle type
+names and order, outputs, label normalisation, model config, versions) is stored twice: as the extra file
+``metadata.json`` and as the module's ``metadata()`` method, so a C++ or Python caller gets it either way.
+
+All export logic lives here so that another artefact (torch.export / AOTInductor) can be added beside
+TorchScript without touching the rest of glassmd.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import glassmd
+from glassmd.errors import ModelFileError
+from glassmd.model.config import ModelConfig
+from glassmd.model.network import GlassGNN
+
+__all__ = ["ExportedGlassGNN", "export_model", "load_model_file", "model_metadata", "MODEL_FORMAT", "FORMAT_VERSION"]
+
+MODEL_FORMAT = "glassmd-model"
+FORMAT_VERSION = 1
+_METADATA_FILE = "metadata.json"
+
+
+class ExportedGlassGNN(nn.Module):
+    """Inference wrapper of :class:`GlassGNN` with the call signature other tools rely on.
+
+    ``forward(pos, types, edge_index, edge_vec) -> [n, n_outputs]`` in label units. The same computation is
+    available step by step, so that a caller (the MPI-parallel LAMMPS fix) can refresh the hidden features of
+    ghost atoms between layers:
+
+    >>> node_attr = m.node_attributes(types)            # doctest: +SKIP
+    >>> edge_feat = m.edge_features(edge_vec)           # doctest: +SKIP
+    >>> h = torch.zeros(n, 0)                           # doctest: +SKIP
+    >>> for k in range(m.num_layers()):                 # doctest: +SKIP
+    ...     h = m.layer(k, h, node_attr, edge_index, edge_feat)
+    ...     # exchange h of ghost atoms here
+    >>> y = m.readout(h)                                # doctest: +SKIP
+    """
+
+    def __init__(self, model: GlassGNN, metadata_json: str):
+        super().__init__()
+        self.model = model
+        self._metadata_json = metadata_json
+        self._n_types = model.n_types
+        self._num_layers = len(model.layers)
+        self._feature_dim = model.feature_dim
+        self._sh_dim = model.edge_embedding.sh_dim
+
+    @torch.jit.export
+    def metadata(self) -> str:
+        return self._metadata_json
+
+    @torch.jit.export
+    def num_layers(self) -> int:
+        return self._num_layers
+
+    @torch.jit.export
+    def feature_dim(self) -> int:
+        return self._feature_dim
+
+    @torch.jit.export
+    def node_attributes(self, types: torch.Tensor) -> torch.Tensor:
+        if types.numel() > 0:
+            if int(types.min()) < 0 or int(types.max()) >= self._n_types:
+                raise RuntimeError(
+                    "particle type out of range: the model knows types 0.."
+                    + str(self._n_types - 1)
+                    + " but got "
+                    + str(int(types.min()))
+                    + ".."
+                    + str(int(types.max()))
+                )
+        return self.model.node_attributes(types)
+
+    @torch.jit.export
+    def edge_features(self, edge_vec: torch.Tensor) -> torch.Tensor:
+        if not bool(torch.isfinite(edge_vec).all()):
+            raise RuntimeError("edge vectors contain NaN or inf: check the positions")
+        sh, radial = self.model.edge_embedding(edge_vec.to(self.model.label_mean.dtype))
+        return torch.cat([sh, radial], dim=1)
+
+    @torch.jit.export
+    def layer(
+        self,
+        k: int,
+        h: torch.Tensor,
+        node_attr: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_feat: torch.Tensor,
+    ) -> torch.Tensor:
+        edge_sh = edge_feat[:, : self._sh_dim]
+        edge_radial = edge_feat[:, self._sh_dim :]
+        for i, layer in enumerate(self.model.layers):
+            if i == k:
+                return layer(h, node_attr, edge_index, edge_sh, edge_radial)
+        raise RuntimeError("layer index " + str(k) + " out of range: the model has " + str(self._num_layers))
+
+    @torch.jit.export
+    def readout(self, h: torch.Tensor) -> torch.Tensor:
+        return self.model.denormalize(self.model.readout(h))
+
+    def forward(
+        self,
+        pos: torch.Tensor,
+        types: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_vec: torch.Tensor,
+    ) -> torch.Tensor:
+        if not bool(torch.isfinite(pos).all()):
+            raise RuntimeError("positions contain NaN or inf")
+        if types.shape[0] != pos.shape[0]:
+            raise RuntimeError("types and pos disagree on the number of particles")
+        node_attr = self.node_attributes(types)
+        edge_feat = self.edge_features(edge_vec)
+        edge_sh = edge_feat[:, : self._sh_dim]
+        edge_radial = edge_feat[:, self._sh_dim :]
+        h = node_attr.new_zeros((node_attr.shape[0], 0))
+        for layer in self.model.layers:
+            h = layer(h, node_attr, edge_index, edge_sh, edge_radial)
+        return self.model.denormalize(self.model.readout(h))
+
+
+def model_metadata(model: GlassGNN, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The metadata stored in a model file."""
+    config: ModelConfig = model.config
+    meta = {
+        "format": MODEL_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "glassmd_version": glassmd.__version__,
+        "torch_version": torch.__version__,
+        "cutoff": config.cutoff,
+        "type_names": list(config.type_names),
+        "output_names": list(config.output_names),
+        "output_times": list(config.output_times),
+        "label_mean": model.label_mean.tolist(),
+        "label_std": model.label_std.tolist(),
+        "num_layers": config.layers,
+        "feature_dim": model.feature_dim,
+        "dtype": str(model.label_mean.dtype).replace("torch.", ""),
+        "config": config.to_dict(),
+    }
+    if extra:
+        meta.update(extra)
+    return meta
+
+
+def export_model(model: GlassGNN, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` (in eval mode) as a TorchScript file at ``path``, atomically.
+
+    Parameters
+    ----------
+    model : GlassGNN
+        Its dtype (float32 or float64) is the dtype of the file.
+    path : path-like
+    metadata : dict, optional
+        Extra metadata entries (e.g. training run information).
+
+    Returns
+    -------
+    Path of the written file.
+    """
+    import copy
+
+    path = Path(path)
+    model = copy.deepcopy(model).eval()
+    meta_json = json.dumps(model_metadata(model, metadata), sort_keys=True)
+    wrapper = ExportedGlassGNN(model, meta_json)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript deprecation notices: it is what the plugin loads today
+        scripted = torch.jit.script(wrapper)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.jit.save(scripted, tmp, _extra_files={_METADATA_FILE: meta_json})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_model_file(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """Load an exported model file; returns ``(module, metadata)``.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is missing, is not a TorchScript archive, carries no glassmd metadata, or was written
+        by an incompatible glassmd.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {str(path)!r} does not exist")
+    extra = {_METADATA_FILE: ""}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
+    except Exception as exc:  # torch raises RuntimeError/ValueError with long C++ traces for junk files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(
+            f"model file {str(path)!r} is not a readable TorchScript model (corrupt or not a model): {first_line}"
+        ) from None
+    if not extra[_METADATA_FILE]:
+        raise ModelFileError(
+            f"model file {str(path)!r} is a TorchScript file but not a glassmd model (no {_METADATA_FILE}); "
+            "write one with `glassmd export`"
+        )
+    try:
+        meta = json.loads(extra[_METADATA_FILE])
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"model file {str(path)!r} has corrupt metadata: {exc}") from None
+    if meta.get("format") != MODEL_FORMAT:
+        raise ModelFileError(f"model file {str(path)!r} is not a glassmd model (format {meta.get('format')!r})")
+    if int(meta.get("format_version", -1)) > FORMAT_VERSION:
+        raise ModelFileError(
+            f"model file {str(path)!r} has format version {meta.get('format_version')}, newer than this glassmd "
+            f"({glassmd.__version__}) reads ({FORMAT_VERSION}); upgrade glassmd"
+        )
+    return module, meta

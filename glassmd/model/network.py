@@ -1,0 +1,117 @@
+"""The network of Pezzicoli, Charpiat and Landes, assembled from the modules of this package."""
+
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from torch import nn
+
+from glassmd.model.config import ModelConfig
+from glassmd.model.conv import EquivariantConv
+from glassmd.model.embedding import EdgeEmbedding, one_hot_types
+from glassmd.model.irreps import hidden_irreps
+from glassmd.model.norm import EquivariantBatchNorm
+from glassmd.model.readout import InvariantReadout
+
+__all__ = ["GlassGNN", "InteractionLayer", "count_parameters"]
+
+
+class InteractionLayer(nn.Module):
+    """Convolution, residual connection (when shapes allow: not in the first layer), equivariant batch norm."""
+
+    def __init__(self, config: ModelConfig, first: bool):
+        super().__init__()
+        self.first = first
+        self.channels = config.channels
+        self.conv = EquivariantConv(
+            channels=config.channels,
+            l_max=config.l_max,
+            n_types=config.n_types,
+            first=first,
+            n_radial=config.n_radial,
+            radial_hidden=config.radial_hidden,
+            dropout=config.dropout,
+            bn_momentum=config.bn_momentum,
+            radial_output_relu=config.radial_output_relu,
+        )
+        self.norm = EquivariantBatchNorm(hidden_irreps(config.channels, config.l_max), momentum=config.bn_momentum)
+        self.irreps_in = self.conv.irreps_in
+        self.irreps_out = self.norm.irreps_out
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        node_attr: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+    ) -> torch.Tensor:
+        if self.first:
+            return self.norm(self.conv(node_attr, edge_index, edge_sh, edge_radial))
+        c = self.channels
+        x = torch.cat([h[:, :c], node_attr, h[:, c:]], dim=1)
+        return self.norm(h + self.conv(x, edge_index, edge_sh, edge_radial))
+
+
+class GlassGNN(nn.Module):
+    """SE(3)-equivariant GNN predicting per-particle quantities (dynamical propensity) from structure.
+
+    ``model(types, edge_index, edge_vec)`` returns the **normalised** predictions ``[n, n_outputs]`` that the
+    loss sees; :meth:`denormalize` maps them to label units with the stored label mean and std.
+
+    Parameters
+    ----------
+    config : ModelConfig
+
+    Examples
+    --------
+    >>> from glassmd.model import GlassGNN, ModelConfig
+    >>> count_parameters(GlassGNN(ModelConfig()))
+    23177
+    >>> count_parameters(GlassGNN(ModelConfig(l_max=1)))
+    5381
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.n_types = config.n_types
+        self.n_outputs = config.n_outputs
+        self.feature_dim = config.channels * (config.l_max + 1) ** 2
+        self.edge_embedding = EdgeEmbedding(config.l_max, config.n_radial, config.cutoff)
+        self.layers = nn.ModuleList([InteractionLayer(config, first=(k == 0)) for k in range(config.layers)])
+        self.readout = InvariantReadout(config.channels, config.l_max, config.n_outputs)
+        self.register_buffer("label_mean", torch.zeros(config.n_outputs))
+        self.register_buffer("label_std", torch.ones(config.n_outputs))
+
+    def set_label_normalization(self, mean, std) -> None:
+        mean = torch.as_tensor(mean, dtype=self.label_mean.dtype).reshape(self.n_outputs)
+        std = torch.as_tensor(std, dtype=self.label_std.dtype).reshape(self.n_outputs)
+        if not torch.all(std > 0):
+            raise ValueError(f"label std must be positive, got {std.tolist()}")
+        self.label_mean.copy_(mean)
+        self.label_std.copy_(std)
+
+    def denormalize(self, y: torch.Tensor) -> torch.Tensor:
+        return y * self.label_std + self.label_mean
+
+    def node_attributes(self, types: torch.Tensor) -> torch.Tensor:
+        return one_hot_types(types, self.n_types, self.label_mean.dtype)
+
+    def hidden_features(self, types: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor) -> torch.Tensor:
+        """Output of the last layer, ``[n, feature_dim]`` (equivariant features, e3nn mul_ir layout)."""
+        node_attr = self.node_attributes(types)
+        edge_sh, edge_radial = self.edge_embedding(edge_vec)
+        h = node_attr.new_zeros((node_attr.shape[0], 0))
+        for layer in self.layers:
+            h = layer(h, node_attr, edge_index, edge_sh, edge_radial)
+        return h
+
+    def forward(self, types: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.hidden_features(types, edge_index, edge_vec))
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters (the figure of the paper's Table I)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,91 @@
+"""Equivariant batch normalisation (paper eqs. 12-13)."""
+
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from e3nn import o3
+from torch import nn
+
+__all__ = ["EquivariantBatchNorm"]
+
+
+class EquivariantBatchNorm(nn.Module):
+    """Batch norm that keeps rotations: l=0 channels are shifted and scaled as usual, each l>0 channel is only
+    rescaled by ``sigma_l = sqrt(<|h_l|^2> / (2l+1))`` (the mean over nodes and components of h^2).
+
+    Statistics are averaged over the nodes of the batch; running averages use ``momentum`` (torch's
+    convention: ``running = (1 - momentum) running + momentum batch``). Parameters: a scale and a shift per l=0
+    channel, a scale per l>0 channel (20 for 4x0e+4x1e+4x2e+4x3e).
+
+    Parameters
+    ----------
+    irreps : str or o3.Irreps
+        Layout of the features, blocks of ``mul x l``.
+    momentum : float
+    eps : float
+    """
+
+    def __init__(self, irreps, momentum: float = 0.5, eps: float = 1e-5):
+        super().__init__()
+        self.irreps_in = o3.Irreps(irreps)
+        self.irreps_out = self.irreps_in
+        self.momentum = float(momentum)
+        self.eps = float(eps)
+        blocks: List[List[int]] = []  # [offset, mul, dim, stat offset]
+        offset = 0
+        n_scalar = 0
+        n_vector = 0
+        for mul, ir in self.irreps_in:
+            d = ir.dim
+            stat = n_scalar if ir.l == 0 else n_vector
+            blocks.append([offset, mul, d, stat])
+            offset += mul * d
+            if ir.l == 0:
+                n_scalar += mul
+            else:
+                n_vector += mul
+        self.blocks = blocks
+        self.dim = offset
+        self.weight_scalar = nn.Parameter(torch.ones(n_scalar))
+        self.bias_scalar = nn.Parameter(torch.zeros(n_scalar))
+        self.weight_vector = nn.Parameter(torch.ones(n_vector))
+        self.register_buffer("running_mean", torch.zeros(n_scalar))
+        self.register_buffer("running_var", torch.ones(n_scalar))
+        self.register_buffer("running_sq", torch.ones(n_vector))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        out: List[torch.Tensor] = []
+        for block in self.blocks:
+            offset, mul, d, stat = block[0], block[1], block[2], block[3]
+            field = x[:, offset : offset + mul * d].reshape(n, mul, d)
+            if d == 1:
+                if self.training:
+                    mean = field.mean(dim=(0, 2))
+                    var = field.var(dim=(0, 2), unbiased=False)
+                    with torch.no_grad():
+                        self.running_mean[stat : stat + mul].lerp_(mean.detach(), self.momentum)
+                        self.running_var[stat : stat + mul].lerp_(var.detach(), self.momentum)
+                else:
+                    mean = self.running_mean[stat : stat + mul]
+                    var = self.running_var[stat : stat + mul]
+                scale = self.weight_scalar[stat : stat + mul] * torch.rsqrt(var + self.eps)
+                field = (field - mean[None, :, None]) * scale[None, :, None] + self.bias_scalar[stat : stat + mul][
+                    None, :, None
+                ]
+            else:
+                if self.training:
+                    sq = field.pow(2).mean(dim=(0, 2))
+                    with torch.no_grad():
+                        self.running_sq[stat : stat + mul].lerp_(sq.detach(), self.momentum)
+                else:
+                    sq = self.running_sq[stat : stat + mul]
+                scale = self.weight_vector[stat : stat + mul] * torch.rsqrt(sq + self.eps)
+                field = field * scale[None, :, None]
+            out.append(field.reshape(n, mul * d))
+        return torch.cat(out, dim=1)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.irreps_in}, momentum={self.momentum})"

@@ -1,0 +1,41 @@
+"""The radial filters: the only non-linear part of the network (paper Appendix A.1)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+__all__ = ["RadialMLP"]
+
+
+class RadialMLP(nn.Module):
+    """``relu(W2 Dropout(BN(relu(W1 B(r)))))``: one weight per (triplet, channel) of a convolution.
+
+    The 16-wide hidden layer is shared by all triplets and channels; only the last linear layer is specific
+    to each of them, so the parameter count is ``(n_radial+1)*hidden + 2*hidden + (hidden+1)*n_out``.
+
+    Parameters
+    ----------
+    n_radial, hidden, n_out : int
+    dropout : float
+    momentum : float
+        BatchNorm momentum.
+    output_relu : bool
+        ReLU on the output, as written in the paper.
+    """
+
+    def __init__(self, n_radial: int, hidden: int, n_out: int, dropout: float, momentum: float, output_relu: bool):
+        super().__init__()
+        self.n_out = n_out
+        layers: list[nn.Module] = [
+            nn.Linear(n_radial, hidden),
+            nn.ReLU(),
+            nn.BatchNorm1d(hidden, momentum=momentum),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, n_out),
+        ]
+        if output_relu:
+            layers.append(nn.ReLU())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, radial):
+        return self.net(radial)
