@@ -1,0 +1,1 @@
+"""Training: the trainer, evaluation metrics and the expert-feature ridge baseline."""
