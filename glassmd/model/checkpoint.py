@@ -33,8 +33,7 @@ def model_from_checkpoint(path: str | os.PathLike) -> GlassGNN:
         raise ModelFileError(f"checkpoint {str(path)!r} could not be read: {exc}") from None
     if not isinstance(payload, dict) or "model_config" not in payload or "model_state" not in payload:
         raise ModelFileError(f"checkpoint {str(path)!r} has no 'model_config'/'model_state': not a glassmd checkpoint")
-    model = GlassGNN(ModelConfig.from_dict(payload["model_config"]))
-    dtype = next(iter(payload["model_state"].values())).dtype
-    model.to(dtype)
+    dtype = next(v for v in payload["model_state"].values() if v.is_floating_point()).dtype
+    model = GlassGNN.create(ModelConfig.from_dict(payload["model_config"]), dtype)
     model.load_state_dict(payload["model_state"])
     return model

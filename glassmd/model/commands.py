@@ -70,12 +70,16 @@ def _export(args) -> int:
 
     from glassmd.model import GlassGNN, export_model, model_from_checkpoint
 
+    dtype = {None: None, "float32": torch.float32, "float64": torch.float64}[args.dtype]
     if args.checkpoint:
         model = model_from_checkpoint(args.checkpoint)
+        if dtype is not None and model.label_mean.dtype != dtype:
+            raise GlassmdError(
+                f"checkpoint {args.checkpoint} holds a {model.label_mean.dtype} model; omit --dtype to export it as is"
+            )
     else:
         torch.manual_seed(args.seed)
-        model = GlassGNN(config_from_args(args))
-    model = model.to(torch.float64 if args.dtype == "float64" else torch.float32)
+        model = GlassGNN.create(config_from_args(args), dtype or torch.float32)
     path = export_model(model, args.output)
     print(f"wrote {path}")
     return 0
@@ -99,7 +103,9 @@ def register(subparsers) -> None:
     )
     export.add_argument("-o", "--output", required=True, help="model file to write (e.g. model.pt)")
     export.add_argument("--checkpoint", help="training checkpoint to export")
-    export.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    export.add_argument(
+        "--dtype", choices=["float32", "float64"], default=None, help="float32 unless the checkpoint says otherwise"
+    )
     export.add_argument("--seed", type=int, default=0, help="initialisation seed without --checkpoint")
     add_config_arguments(export)
     export.set_defaults(func=_export)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from e3nn import o3
 from torch import nn
 
+from glassmd.model.fast_conv import FrameConvKernel
 from glassmd.model.irreps import conv_input_irreps, edge_sh_irreps, hidden_irreps
 from glassmd.model.radial import RadialMLP
 
@@ -18,7 +21,10 @@ class EquivariantConv(nn.Module):
     linear map per l_out mixes (triplet, channel) into ``channels`` outputs.
 
     This is the plain e3nn formulation (``o3.TensorProduct`` 'uvu' with per-edge weights, ``index_add``
-    aggregation): the reference that faster implementations are tested against.
+    aggregation): the reference that faster implementations are tested against. When ``edge_frame`` (the
+    per-edge Wigner matrices of :class:`glassmd.model.fast_conv.EdgeFrames`) is given, the same function is
+    evaluated by :class:`glassmd.model.fast_conv.FrameConvKernel` in edge-aligned frames, with the same
+    parameters.
 
     Parameters
     ----------
@@ -68,6 +74,7 @@ class EquivariantConv(nn.Module):
         self.radial = RadialMLP(n_radial, radial_hidden, self.tp.weight_numel, dropout, bn_momentum, radial_output_relu)
         self.mix = o3.Linear(self.tp.irreps_out, self.irreps_out)
         self.n_paths = len(instructions)
+        self.frame_kernel = FrameConvKernel(self)
 
     def forward(
         self,
@@ -75,7 +82,10 @@ class EquivariantConv(nn.Module):
         edge_index: torch.Tensor,
         edge_sh: torch.Tensor,
         edge_radial: torch.Tensor,
+        edge_frame: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
+        if edge_frame is not None:
+            return self._frame_forward(x, edge_index, edge_radial, edge_frame)
         sender = edge_index[0]
         receiver = edge_index[1]
         weights = self.radial(edge_radial)
@@ -83,3 +93,23 @@ class EquivariantConv(nn.Module):
         summed = torch.zeros(x.shape[0], messages.shape[1], dtype=messages.dtype, device=messages.device)
         summed.index_add_(0, receiver, messages)
         return self.mix(summed)
+
+    def _frame_forward(
+        self, x: torch.Tensor, edge_index: torch.Tensor, edge_radial: torch.Tensor, edge_frame: torch.Tensor
+    ) -> torch.Tensor:
+        """The fast kernel, over blocks of edges so that the per-edge intermediates stay in cache."""
+        kernel = self.frame_kernel
+        x_t, mix = kernel.prepare(x, self.mix.weight)
+        # In training the radial batch norm needs the statistics of all edges (and dropout one mask).
+        all_weights: Optional[torch.Tensor] = self.radial(edge_radial) if self.training else None
+        summed = torch.zeros(kernel.dim_out, x.shape[0], dtype=x.dtype, device=x.device)
+        n_edges = edge_index.shape[1]
+        for start in range(0, n_edges, kernel.chunk_size):
+            stop = min(start + kernel.chunk_size, n_edges)
+            if all_weights is None:
+                weights = self.radial(edge_radial[start:stop])
+            else:
+                weights = all_weights[start:stop]
+            msg = kernel.messages(x_t, edge_index[0, start:stop], weights, edge_frame[start:stop], mix)
+            summed.index_add_(1, edge_index[1, start:stop], msg)
+        return kernel.finish(summed)

@@ -15,7 +15,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -56,6 +56,10 @@ class ExportedGlassGNN(nn.Module):
         self._num_layers = len(model.layers)
         self._feature_dim = model.feature_dim
         self._sh_dim = model.edge_embedding.sh_dim
+        # Fast path (glassmd.model.fast_conv): the per-edge Wigner matrices travel in the edge features,
+        # after the harmonics and the radial basis, so they are computed once and shared by all layers.
+        self._use_edge_frames = bool(model.use_edge_frames)
+        self._radial_end = model.edge_embedding.sh_dim + model.edge_embedding.n_radial
 
     @torch.jit.export
     def metadata(self) -> str:
@@ -87,8 +91,16 @@ class ExportedGlassGNN(nn.Module):
     def edge_features(self, edge_vec: torch.Tensor) -> torch.Tensor:
         if not bool(torch.isfinite(edge_vec).all()):
             raise RuntimeError("edge vectors contain NaN or inf: check the positions")
-        sh, radial = self.model.edge_embedding(edge_vec.to(self.model.label_mean.dtype))
+        edge_vec = edge_vec.to(self.model.label_mean.dtype)
+        sh, radial = self.model.edge_embedding(edge_vec)
+        if self._use_edge_frames:
+            return torch.cat([sh, radial, self.model.edge_frames(edge_vec)], dim=1)
         return torch.cat([sh, radial], dim=1)
+
+    def _edge_frame(self, edge_feat: torch.Tensor) -> Optional[torch.Tensor]:
+        if self._use_edge_frames:
+            return edge_feat[:, self._radial_end :]
+        return None
 
     @torch.jit.export
     def layer(
@@ -100,10 +112,11 @@ class ExportedGlassGNN(nn.Module):
         edge_feat: torch.Tensor,
     ) -> torch.Tensor:
         edge_sh = edge_feat[:, : self._sh_dim]
-        edge_radial = edge_feat[:, self._sh_dim :]
+        edge_radial = edge_feat[:, self._sh_dim : self._radial_end]
+        edge_frame = self._edge_frame(edge_feat)
         for i, layer in enumerate(self.model.layers):
             if i == k:
-                return layer(h, node_attr, edge_index, edge_sh, edge_radial)
+                return layer(h, node_attr, edge_index, edge_sh, edge_radial, edge_frame)
         raise RuntimeError("layer index " + str(k) + " out of range: the model has " + str(self._num_layers))
 
     @torch.jit.export
@@ -124,10 +137,11 @@ class ExportedGlassGNN(nn.Module):
         node_attr = self.node_attributes(types)
         edge_feat = self.edge_features(edge_vec)
         edge_sh = edge_feat[:, : self._sh_dim]
-        edge_radial = edge_feat[:, self._sh_dim :]
+        edge_radial = edge_feat[:, self._sh_dim : self._radial_end]
+        edge_frame = self._edge_frame(edge_feat)
         h = node_attr.new_zeros((node_attr.shape[0], 0))
         for layer in self.model.layers:
-            h = layer(h, node_attr, edge_index, edge_sh, edge_radial)
+            h = layer(h, node_attr, edge_index, edge_sh, edge_radial, edge_frame)
         return self.model.denormalize(self.model.readout(h))
 
 
@@ -148,6 +162,7 @@ def model_metadata(model: GlassGNN, extra: dict[str, Any] | None = None) -> dict
         "num_layers": config.layers,
         "feature_dim": model.feature_dim,
         "dtype": str(model.label_mean.dtype).replace("torch.", ""),
+        "implementation": model.implementation,
         "config": config.to_dict(),
     }
     if extra:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 from torch import nn
@@ -10,6 +10,7 @@ from torch import nn
 from glassmd.model.config import ModelConfig
 from glassmd.model.conv import EquivariantConv
 from glassmd.model.embedding import EdgeEmbedding, one_hot_types
+from glassmd.model.fast_conv import EdgeFrames
 from glassmd.model.irreps import hidden_irreps
 from glassmd.model.norm import EquivariantBatchNorm
 from glassmd.model.readout import InvariantReadout
@@ -46,12 +47,13 @@ class InteractionLayer(nn.Module):
         edge_index: torch.Tensor,
         edge_sh: torch.Tensor,
         edge_radial: torch.Tensor,
+        edge_frame: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         if self.first:
-            return self.norm(self.conv(node_attr, edge_index, edge_sh, edge_radial))
+            return self.norm(self.conv(node_attr, edge_index, edge_sh, edge_radial, edge_frame))
         c = self.channels
         x = torch.cat([h[:, :c], node_attr, h[:, c:]], dim=1)
-        return self.norm(h + self.conv(x, edge_index, edge_sh, edge_radial))
+        return self.norm(h + self.conv(x, edge_index, edge_sh, edge_radial, edge_frame))
 
 
 class GlassGNN(nn.Module):
@@ -84,6 +86,24 @@ class GlassGNN(nn.Module):
         self.readout = InvariantReadout(config.channels, config.l_max, config.n_outputs)
         self.register_buffer("label_mean", torch.zeros(config.n_outputs))
         self.register_buffer("label_std", torch.ones(config.n_outputs))
+        # The convolutions run in edge-aligned frames (glassmd.model.fast_conv) unless switched to the e3nn
+        # reference with set_implementation("e3nn"); both read the same parameters.
+        self.edge_frames = EdgeFrames(config.l_max)
+        self.use_edge_frames = True
+
+    @classmethod
+    def create(cls, config: ModelConfig, dtype: torch.dtype = torch.float32) -> "GlassGNN":
+        """Build a model whose constants (Clebsch-Gordan coefficients, harmonics) are computed in ``dtype``.
+
+        Casting a float32-built model to float64 keeps float32-accurate constants (equivariance errors of
+        1e-8); building under the target default dtype avoids that.
+        """
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            return cls(config).to(dtype)
+        finally:
+            torch.set_default_dtype(previous)
 
     def set_label_normalization(self, mean, std) -> None:
         mean = torch.as_tensor(mean, dtype=self.label_mean.dtype).reshape(self.n_outputs)
@@ -92,6 +112,17 @@ class GlassGNN(nn.Module):
             raise ValueError(f"label std must be positive, got {std.tolist()}")
         self.label_mean.copy_(mean)
         self.label_std.copy_(std)
+
+    def set_implementation(self, name: str) -> "GlassGNN":
+        """Choose how the convolutions are evaluated: ``"frame"`` (fast, default) or ``"e3nn"`` (reference)."""
+        if name not in ("frame", "e3nn"):
+            raise ValueError(f"unknown implementation {name!r}: use 'frame' or 'e3nn'")
+        self.use_edge_frames = name == "frame"
+        return self
+
+    @property
+    def implementation(self) -> str:
+        return "frame" if self.use_edge_frames else "e3nn"
 
     def denormalize(self, y: torch.Tensor) -> torch.Tensor:
         return y * self.label_std + self.label_mean
@@ -103,9 +134,11 @@ class GlassGNN(nn.Module):
         """Output of the last layer, ``[n, feature_dim]`` (equivariant features, e3nn mul_ir layout)."""
         node_attr = self.node_attributes(types)
         edge_sh, edge_radial = self.edge_embedding(edge_vec)
+        # Computed once per forward and shared by all layers.
+        edge_frame = self.edge_frames(edge_vec) if self.use_edge_frames else None
         h = node_attr.new_zeros((node_attr.shape[0], 0))
         for layer in self.layers:
-            h = layer(h, node_attr, edge_index, edge_sh, edge_radial)
+            h = layer(h, node_attr, edge_index, edge_sh, edge_radial, edge_frame)
         return h
 
     def forward(self, types: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,171 @@
+"""CPU timings of the model forward: edge-frame fast path against the e3nn reference, in one run.
+
+Usage::
+
+    python benchmarks/bench_model.py --threads 2
+    python benchmarks/bench_model.py --threads 1 --sizes 1000 4096 --repeats 5
+
+Configurations are uniform random positions at the Kob-Andersen density 1.2 (about 40 directed edges per
+particle at d_c = 2), 80:20 types. Timings are wall-clock, float32, the paper's model config; the minimum and
+median over repeats are printed because the machine may be shared (the load average is printed too).
+Peak memory per particle is the growth of the peak resident set (``VmHWM``; ``ru_maxrss`` would carry the
+parent's peak across fork/exec) during one forward, measured in a fresh subprocess per size.
+"""
+
+import argparse
+import copy
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+
+def configuration(n, seed=0, density=1.2, cutoff=2.0):
+    from glassmd.data.graph import periodic_graph
+
+    rng = np.random.default_rng(seed)
+    box = np.full(3, (n / density) ** (1 / 3))
+    pos = rng.random((n, 3)) * box
+    edge_index, edge_vec = periodic_graph(pos, box, cutoff)
+    types = torch.as_tensor((rng.random(n) < 0.2).astype(np.int64))
+    return (
+        torch.as_tensor(pos, dtype=torch.float32),
+        types,
+        torch.as_tensor(edge_index),
+        torch.as_tensor(edge_vec, dtype=torch.float32),
+    )
+
+
+def timed(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times), float(np.median(times))
+
+
+def build_model():
+    from glassmd.model import GlassGNN, ModelConfig
+
+    torch.manual_seed(0)
+    model = GlassGNN(ModelConfig())
+    graph = configuration(500, seed=1)
+    model.train()
+    with torch.no_grad():  # realistic batch-norm statistics
+        model(*graph[1:])
+    return model.eval()
+
+
+def peak_rss_kib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+
+def memory_child(n, implementation):
+    from glassmd.model import GlassGNN, ModelConfig
+
+    torch.set_num_threads(1)
+    model = GlassGNN(ModelConfig()).eval().set_implementation(implementation)  # weights do not matter here
+    graph = configuration(n)
+    with torch.no_grad():
+        model(*configuration(80, seed=2)[1:])  # load kernels with a tiny graph: keeps the baseline low
+        before = peak_rss_kib()
+        model(*graph[1:])
+        after = peak_rss_kib()
+    print(json.dumps({"n": n, "kib": after - before}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4096, 16384, 32768])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reference-repeats", type=int, default=2)
+    parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-implementation", default="frame", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args.memory_child, args.memory_implementation)
+        return
+
+    torch.set_num_threads(args.threads)
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"# CPU {cpu}; {os.cpu_count()} cores; torch {torch.__version__}; threads {torch.get_num_threads()}")
+    print(f"# python {platform.python_version()}; load average at start {os.getloadavg()}")
+    from glassmd.model import export_model, load_model_file
+
+    model = build_model()
+    results = {}
+
+    # N = 1000: reference, fast, exported file, training step.
+    pos, types, edge_index, edge_vec = configuration(1000)
+    print(f"# N=1000: {edge_index.shape[1]} edges ({edge_index.shape[1] / 1000:.1f} per particle)")
+    with torch.no_grad():
+        reference = copy.deepcopy(model).set_implementation("e3nn")
+        reference(types, edge_index, edge_vec)
+        ref = timed(lambda: reference(types, edge_index, edge_vec), args.reference_repeats)
+        fast = model.set_implementation("frame")
+        fast(types, edge_index, edge_vec)
+        fst = timed(lambda: fast(types, edge_index, edge_vec), args.repeats)
+        err = float((fast(types, edge_index, edge_vec) - reference(types, edge_index, edge_vec)).abs().max())
+    print(f"reference e3nn forward  N=1000  min {ref[0] * 1e3:9.1f} ms  median {ref[1] * 1e3:9.1f} ms")
+    print(f"fast (edge frames)      N=1000  min {fst[0] * 1e3:9.1f} ms  median {fst[1] * 1e3:9.1f} ms")
+    print(f"speed-up (min/min) {ref[0] / fst[0]:.1f}x   max |fast - reference| = {err:.2e}")
+    results["reference_1000"], results["fast_1000"] = ref, fst
+
+    with tempfile.TemporaryDirectory() as tmp:
+        module, _ = load_model_file(export_model(model, os.path.join(tmp, "m.pt")))
+        with torch.no_grad():
+            module(pos, types, edge_index, edge_vec)
+            exp = timed(lambda: module(pos, types, edge_index, edge_vec), args.repeats)
+    print(f"exported TorchScript    N=1000  min {exp[0] * 1e3:9.1f} ms  median {exp[1] * 1e3:9.1f} ms")
+
+    train_model = copy.deepcopy(model).train()
+
+    def train_step():
+        train_model.zero_grad(set_to_none=True)
+        y = train_model(types, edge_index, edge_vec)
+        (y**2).mean().backward()
+
+    train_step()
+    trn = timed(train_step, args.repeats)
+    print(
+        f"training step (fwd+bwd) N=1000  min {trn[0] * 1e3:9.1f} ms  median {trn[1] * 1e3:9.1f} ms"
+        f"  = {trn[0] / fst[0]:.1f}x the eval forward"
+    )
+
+    # Scaling with N.
+    print("# scaling of the fast eval forward")
+    for n in args.sizes:
+        graph = configuration(n, seed=n)
+        with torch.no_grad():
+            if n != 1000:
+                model(*graph[1:])
+            t = fst if n == 1000 else timed(lambda: model(*graph[1:]), args.repeats)
+        print(f"fast forward N={n:6d}  min {t[0] * 1e3:9.1f} ms  median {t[1] * 1e3:9.1f} ms  {t[0] / n * 1e6:7.1f} us/particle")
+
+    if not args.no_memory:
+        print("# peak RSS growth during one forward (fresh subprocess per size, 1 thread)")
+        for impl in ("frame", "e3nn"):
+            for n in args.sizes if impl == "frame" else args.sizes[:2]:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--memory-child", str(n), "--memory-implementation", impl],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+                kib = json.loads(out.strip().splitlines()[-1])["kib"]
+                print(f"{impl:6s} N={n:6d}  {kib / 1024:8.1f} MiB  {kib / n:6.2f} KiB/particle")
+    print(f"# load average at end {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,344 @@
+"""Fast exact kernel of :class:`glassmd.model.conv.EquivariantConv`: the convolution in edge-aligned frames.
+
+The reference computes, per edge and channel, every Clebsch-Gordan product of the sender's features with the
+edge harmonics ``Y(n)``, sums over senders, then mixes channels. Here the same numbers are computed as
+
+1. rotate the sender's features into the frame of the edge, where ``n`` is the polar (y) axis:
+   ``x' = D(R)^T x`` with ``R y = n`` (``Y(n) = D(R) Y(y)``);
+2. there ``Y(y)`` has a single non-zero component per l, so every (l_in, l_filter, l_out) product maps each
+   output component m to exactly one input component (m or -m) times a constant: a gather, not a contraction
+   (Passaro and Zitnick 2023, "Reducing SO(3) convolutions to SO(2)");
+3. multiply by the per-edge radial weights and apply the channel mixing per edge (mixing is linear and acts
+   on channels only, so it commutes with the rotation and with the sum over neighbours): one batched matrix
+   product per (l_out, m) with the mixing matrix;
+4. rotate the ``channels`` outputs back (``D(R)``) and sum over senders.
+
+Equivariance of the Clebsch-Gordan product, ``C(x, D y) = D C(D^T x, y)``, makes this equal to the reference
+up to rounding. The per-path constants are read off the module's own e3nn ``TensorProduct`` and the mixing
+matrix off its own ``o3.Linear`` weights at construction, so both implementations share one set of parameters
+(same ``state_dict``) and cannot drift apart. Everything is plain torch: it scripts and exports with the model.
+"""
+
+
+import copy
+import math
+from typing import List, Tuple
+
+import torch
+from torch import nn
+
+__all__ = ["EdgeFrames", "FrameConvKernel", "frame_dim"]
+
+
+def frame_dim(l_max: int) -> int:
+    """Numbers per edge in the frame tensor: the Wigner matrices D^l for l = 1..l_max, row-major."""
+    return sum((2 * l + 1) ** 2 for l in range(1, l_max + 1))
+
+
+def _fourier_features(cos_t: torch.Tensor, sin_t: torch.Tensor, order: int) -> torch.Tensor:
+    """[..., 2 order + 1]: 1, cos t, sin t, cos 2t, sin 2t, ... from cos t and sin t (no trigonometric calls)."""
+    feats = [torch.ones_like(cos_t)]
+    c, s = cos_t, sin_t
+    for _ in range(order):
+        feats.append(c)
+        feats.append(s)
+        c, s = c * cos_t - s * sin_t, s * cos_t + c * sin_t
+    return torch.stack(feats, dim=-1)
+
+
+def _one_axis_rotation_coefficients(generator: torch.Tensor, order: int) -> torch.Tensor:
+    """Fourier coefficients of ``exp(t X)``: [2 order + 1, d, d] with ``exp(t X) = sum_k f_k(t) A_k``.
+
+    The entries of a Wigner matrix of one rotation axis are trigonometric polynomials of degree <= l in the
+    angle, so sampling enough angles and solving the least-squares system recovers them exactly.
+    """
+    n_samples = 4 * order + 4
+    t = torch.arange(n_samples, dtype=torch.float64) * (2 * math.pi / n_samples)
+    mats = torch.matrix_exp(t[:, None, None] * generator[None])
+    features = _fourier_features(torch.cos(t), torch.sin(t), order)
+    coef = torch.linalg.lstsq(features, mats.reshape(n_samples, -1)).solution
+    return coef.reshape(2 * order + 1, *generator.shape)
+
+
+class EdgeFrames(nn.Module):
+    """Edge vectors -> Wigner matrices ``D^l(R_e)``, l = 1..l_max, of a rotation taking the y axis to the edge.
+
+    With e3nn's angles (``beta`` from the y axis, ``alpha`` about it), ``D^l = exp(alpha X_y) exp(beta X_x)``.
+    Both factors are trigonometric polynomials of the angles, so ``D`` is one matrix product of the outer
+    product of the angle harmonics (computed from the vector's components, without trigonometric calls) with
+    constant coefficients. Returns ``[E, frame_dim(l_max)]`` in the dtype of ``edge_vec``.
+
+    Parameters
+    ----------
+    l_max : int
+    """
+
+    def __init__(self, l_max: int):
+        super().__init__()
+        from e3nn import o3
+
+        self.l_max = l_max
+        self.dim = frame_dim(l_max)
+        order = max(l_max, 1)
+        n_f = 2 * order + 1
+        blocks = []
+        for l in range(1, l_max + 1):
+            gens = o3.so3_generators(l).to(torch.float64)
+            a = _one_axis_rotation_coefficients(gens[1], order)  # about y, angle alpha
+            b = _one_axis_rotation_coefficients(gens[0], order)  # about x, angle beta
+            prod = torch.einsum("jab,kbc->jkac", a, b).reshape(n_f * n_f, -1)
+            blocks.append(prod)
+        basis = torch.cat(blocks, dim=1) if blocks else torch.zeros(n_f * n_f, 0, dtype=torch.float64)
+        self.order = order
+        self.register_buffer("basis", basis.to(torch.get_default_dtype()), persistent=False)
+
+    def forward(self, edge_vec: torch.Tensor) -> torch.Tensor:
+        n = edge_vec / torch.linalg.vector_norm(edge_vec, dim=1, keepdim=True)
+        x, y, z = n[:, 0], n[:, 1], n[:, 2]
+        rho2 = x * x + z * z
+        on_axis = rho2 <= 0
+        rho = torch.sqrt(torch.where(on_axis, torch.ones_like(rho2), rho2))
+        # alpha = atan2(x, z) (0 on the axis, where any alpha is a valid frame), beta = acos(y)
+        cos_a = torch.where(on_axis, torch.ones_like(z), z / rho)
+        sin_a = torch.where(on_axis, torch.zeros_like(x), x / rho)
+        sin_b = torch.where(on_axis, torch.zeros_like(rho), rho)
+        fa = _fourier_features(cos_a, sin_a, self.order)
+        fb = _fourier_features(y, sin_b, self.order)
+        outer = (fa[:, :, None] * fb[:, None, :]).reshape(n.shape[0], -1)
+        return outer @ self.basis.to(outer.dtype)
+
+
+class FrameConvKernel(nn.Module):
+    """Constants of the edge-frame evaluation of one :class:`EquivariantConv`, and the evaluation.
+
+    Holds only non-persistent buffers and plain integers: the parameters stay those of the convolution (its
+    radial MLP output and ``mix.weight`` are passed in), so the ``state_dict`` is unchanged.
+
+    Parameters
+    ----------
+    conv : EquivariantConv
+        The reference module whose ``tp`` (path constants) and ``mix`` (weight layout) are read.
+    """
+
+    rot_in: List[List[int]]
+    lo_meta: List[List[int]]
+    frame_offsets: List[int]
+
+    def __init__(self, conv: nn.Module):
+        super().__init__()
+        from e3nn import o3
+
+        irreps_in = conv.irreps_in
+        irreps_out = conv.irreps_out
+        channels = conv.channels
+        self.channels = channels
+        self.dim_in = irreps_in.dim
+        self.dim_out = irreps_out.dim
+        l_max = max(ir.l for _, ir in irreps_out)
+        self.l_max = l_max
+
+        in_offsets: List[int] = []
+        offset = 0
+        for mul, ir in irreps_in:
+            in_offsets.append(offset)
+            offset += mul * ir.dim
+
+        # Rotation of the input blocks with l >= 1: (x offset, multiplicity, l, frame offset).
+        frame_offsets = [0] * (l_max + 2)
+        for l in range(1, l_max + 1):
+            frame_offsets[l + 1] = frame_offsets[l] + (2 * l + 1) ** 2
+        rot_in: List[List[int]] = []
+        for (mul, ir), off in zip(irreps_in, in_offsets):
+            if ir.l > 0:
+                rot_in.append([off, mul, ir.l, frame_offsets[ir.l]])
+        self.rot_in = rot_in
+        self.frame_offsets = frame_offsets
+
+        # Path constants in the edge frame, read off the e3nn module itself (float64 copy).
+        tp = copy.deepcopy(conv.tp).to(torch.float64)
+        sh_irreps = conv.irreps_sh
+        y_axis = o3.spherical_harmonics(
+            [ir.l for _, ir in sh_irreps], torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64), True, "component"
+        )
+        probe_rows = []
+        for (mul, ir), off in zip(irreps_in, in_offsets):
+            for s in range(ir.dim):
+                probe_rows.append(off + s)  # channel 0 of every input block, each component
+        probe = torch.zeros(len(probe_rows), self.dim_in, dtype=torch.float64)
+        probe[torch.arange(len(probe_rows)), torch.tensor(probe_rows)] = 1.0
+        with torch.no_grad():
+            response = tp(
+                probe,
+                y_axis.expand(len(probe_rows), -1),
+                torch.ones(len(probe_rows), tp.weight_numel, dtype=torch.float64),
+            )
+        row_of = {r: i for i, r in enumerate(probe_rows)}
+
+        tp_out_offsets = []
+        offset = 0
+        for mul, ir in tp.irreps_out:
+            tp_out_offsets.append(offset)
+            offset += mul * ir.dim
+        weight_offsets = []
+        offset = 0
+        for ins in tp.instructions:
+            weight_offsets.append(offset)
+            offset += ins.path_shape[0] * ins.path_shape[1]
+
+        mix_ins = [ins for ins in conv.mix.instructions if ins.i_in != -1]
+        mix_offsets = {}
+        offset = 0
+        for ins in mix_ins:
+            mix_offsets[ins.i_in] = (offset, ins.path_weight, ins.path_shape)
+            offset += ins.path_shape[0] * ins.path_shape[1]
+
+        # Per l_out: K = sum of multiplicities of its paths; gather index into the rotated input for every
+        # (m, path, channel), column of the radial weights for every (path, channel), and the mixing matrix
+        # [2 l_out + 1, channels, K] as (index into mix.weight, constant factor).
+        src_all: List[torch.Tensor] = []
+        widx_all: List[torch.Tensor] = []
+        midx_all: List[torch.Tensor] = []
+        mcoef_all: List[torch.Tensor] = []
+        lo_meta: List[List[int]] = []  # [l_out, K, src offset, widx offset, mix offset, out offset]
+        tol = 1e-10
+        out_offset = 0
+        counts = [0, 0, 0]
+        for lo in range(l_max + 1):
+            d_lo = 2 * lo + 1
+            paths = [p for p, ins in enumerate(tp.instructions) if tp.irreps_out[ins.i_out].ir.l == lo]
+            k_total = sum(tp.instructions[p].path_shape[0] for p in paths)
+            src = torch.zeros(d_lo, k_total, dtype=torch.long)
+            widx = torch.zeros(k_total, dtype=torch.long)
+            midx = torch.zeros(d_lo, channels, k_total, dtype=torch.long)
+            mcoef = torch.zeros(d_lo, channels, k_total, dtype=torch.float64)
+            k0 = 0
+            for p in paths:
+                ins = tp.instructions[p]
+                mul = ins.path_shape[0]
+                i_in = ins.i_in1
+                d_li = irreps_in[i_in].ir.dim
+                out_off = tp_out_offsets[ins.i_out]
+                # B[m, s]: output component m of channel 0 for input component s of channel 0.
+                b = torch.stack(
+                    [response[row_of[in_offsets[i_in] + s], out_off : out_off + d_lo] for s in range(d_li)], dim=1
+                )
+                m_off, pw, shape = mix_offsets[ins.i_out]
+                if shape != (mul, channels):
+                    raise RuntimeError(f"unexpected mixing layout {shape} for path {p}")
+                for m in range(d_lo):
+                    nz = torch.nonzero(b[m].abs() > tol).flatten().tolist()
+                    if len(nz) > 1:
+                        raise RuntimeError(
+                            f"edge-frame product of path {p} is not diagonal in m: row {m} has {len(nz)} terms"
+                        )
+                    if not nz:
+                        continue  # |m| > min(l_in, l_out): index 0 with factor 0
+                    s = nz[0]
+                    g = float(b[m, s])
+                    for u in range(mul):
+                        src[m, k0 + u] = in_offsets[i_in] + u * d_li + s
+                        for c in range(channels):
+                            midx[m, c, k0 + u] = m_off + u * channels + c
+                            mcoef[m, c, k0 + u] = g * pw
+                for u in range(mul):
+                    widx[k0 + u] = weight_offsets[p] + u
+                k0 += mul
+            lo_meta.append([lo, k_total, counts[0], counts[1], counts[2], out_offset])
+            counts[0] += src.numel()
+            counts[1] += widx.numel()
+            counts[2] += midx.numel()
+            out_offset += d_lo * channels
+            src_all.append(src.flatten())
+            widx_all.append(widx)
+            midx_all.append(midx.flatten())
+            mcoef_all.append(mcoef.flatten())
+        self.lo_meta = lo_meta
+        self.chunk_size = 2048
+        dtype = torch.get_default_dtype()
+        self.register_buffer("src_index", torch.cat(src_all), persistent=False)
+        self.register_buffer("weight_index", torch.cat(widx_all), persistent=False)
+        self.register_buffer("mix_index", torch.cat(midx_all), persistent=False)
+        self.register_buffer("mix_coef", torch.cat(mcoef_all).to(dtype), persistent=False)
+        # Edge outputs are laid out (l_out, m, channel); the features are e3nn's (l_out, channel, m).
+        perm = []
+        for lo in range(l_max + 1):
+            d_lo = 2 * lo + 1
+            base = lo_meta[lo][5]
+            for c in range(channels):
+                for m in range(d_lo):
+                    perm.append(base + m * channels + c)
+        self.register_buffer("out_perm", torch.tensor(perm, dtype=torch.long), persistent=False)
+
+    def prepare(self, x: torch.Tensor, mix_weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-call constants: the node features feature-major ``[dim_in, n]`` and the mixing matrices."""
+        return x.t().contiguous(), mix_weight.index_select(0, self.mix_index) * self.mix_coef
+
+    def messages(
+        self,
+        x_t: torch.Tensor,
+        sender: torch.Tensor,
+        radial_weights: torch.Tensor,
+        edge_frame: torch.Tensor,
+        mix: torch.Tensor,
+    ) -> torch.Tensor:
+        """Mixed messages of a block of edges, rotated back to the global frame: ``[msg_dim, n_edges]``.
+
+        Everything is feature-major (edges last) so that every step is a broadcast over contiguous edges
+        or one batched matrix product with the mixing matrix; blocks of a few thousand edges keep the
+        intermediates in cache.
+        """
+        n_edges = sender.shape[0]
+        c = self.channels
+        frame = edge_frame.t().contiguous()  # [frame_dim, edges]
+        xs = x_t.index_select(1, sender)
+        # Rotate every l >= 1 block of the sender's features into the edge frame: x'_m' = sum_m D_mm' x_m.
+        parts: List[torch.Tensor] = []
+        prev = 0
+        for blk in self.rot_in:
+            off, mul, l, foff = blk[0], blk[1], blk[2], blk[3]
+            d = 2 * l + 1
+            if off > prev:
+                parts.append(xs[prev:off])
+            rot = frame[foff : foff + d * d].reshape(d, d, n_edges)
+            block = xs[off : off + mul * d].reshape(mul, d, 1, n_edges)
+            parts.append((block * rot.unsqueeze(0)).sum(1).reshape(mul * d, n_edges))
+            prev = off + mul * d
+        if prev < self.dim_in:
+            parts.append(xs[prev:])
+        xr = torch.cat(parts, dim=0) if len(parts) > 1 else parts[0]
+
+        w_t = radial_weights.t()
+        outs: List[torch.Tensor] = []
+        for meta in self.lo_meta:
+            lo, k, s_off, w_off, m_off = meta[0], meta[1], meta[2], meta[3], meta[4]
+            d = 2 * lo + 1
+            gathered = xr.index_select(0, self.src_index[s_off : s_off + d * k]).reshape(d, k, n_edges)
+            weights = w_t.index_select(0, self.weight_index[w_off : w_off + k]).reshape(1, k, n_edges)
+            z = torch.bmm(mix[m_off : m_off + d * k * c].reshape(d, c, k), gathered * weights)  # [d, C, edges]
+            if lo == 0:
+                outs.append(z.reshape(c, n_edges))
+            else:
+                # Back to the global frame: z_m' = sum_m D_m'm z_m.
+                foff = self.frame_offsets[lo]
+                rot = frame[foff : foff + d * d].reshape(d, d, 1, n_edges)
+                outs.append((rot * z.unsqueeze(0)).sum(1).reshape(d * c, n_edges))
+        return torch.cat(outs, dim=0)
+
+    def finish(self, summed: torch.Tensor) -> torch.Tensor:
+        """``[msg_dim, n]`` sums over neighbours -> ``[n, dim_out]`` features in e3nn's layout."""
+        return summed.index_select(0, self.out_perm).t().contiguous()
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        radial_weights: torch.Tensor,
+        edge_frame: torch.Tensor,
+        mix_weight: torch.Tensor,
+    ) -> torch.Tensor:
+        """The whole convolution for precomputed radial weights (all edges in one block)."""
+        x_t, mix = self.prepare(x, mix_weight)
+        msg = self.messages(x_t, edge_index[0], radial_weights, edge_frame, mix)
+        summed = torch.zeros(self.dim_out, x.shape[0], dtype=msg.dtype, device=msg.device)
+        summed.index_add_(1, edge_index[1], msg)
+        return self.finish(summed)

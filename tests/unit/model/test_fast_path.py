@@ -1,0 +1,167 @@
+"""The edge-frame kernel (glassmd.model.fast_conv) computes the same function as the e3nn reference."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from e3nn import o3
+
+from glassmd.data.graph import periodic_graph
+from glassmd.model import GlassGNN, ModelConfig, count_parameters, export_model, load_model_file
+from glassmd.model.fast_conv import EdgeFrames, frame_dim
+
+
+def random_configuration(n, dtype, seed, density=1.2, cutoff=2.0):
+    rng = np.random.default_rng(seed)
+    box = np.full(3, (n / density) ** (1 / 3))
+    pos = rng.random((n, 3)) * box
+    edge_index, edge_vec = periodic_graph(pos, box, cutoff)
+    types = torch.as_tensor(rng.integers(0, 2, n))
+    return (
+        torch.as_tensor(pos, dtype=dtype),
+        types,
+        torch.as_tensor(edge_index),
+        torch.as_tensor(edge_vec, dtype=dtype),
+    )
+
+
+def model_with_statistics(config, dtype, graph, seed=0):
+    """A model whose batch-norm running statistics come from data (a fresh model's are 0/1 and blow up)."""
+    torch.manual_seed(seed)
+    model = GlassGNN.create(config, dtype)
+    _, types, edge_index, edge_vec = graph
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(types, edge_index, edge_vec)
+    return model.eval()
+
+
+def both(model):
+    fast = copy.deepcopy(model).set_implementation("frame")
+    reference = copy.deepcopy(model).set_implementation("e3nn")
+    return fast, reference
+
+
+CASES = [(1, 2), (1, 5), (2, 4), (2, 5), (3, 2), (3, 4)]
+
+
+@pytest.mark.parametrize("l_max,channels", CASES)
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_eval_outputs_match_reference(l_max, channels, dtype, tol):
+    graph = random_configuration(150, dtype, seed=l_max * 10 + channels)
+    config = ModelConfig(l_max=l_max, channels=channels, layers=3)
+    fast, reference = both(model_with_statistics(config, dtype, graph))
+    _, types, edge_index, edge_vec = graph
+    with torch.no_grad():
+        h_fast = fast.hidden_features(types, edge_index, edge_vec)
+        h_ref = reference.hidden_features(types, edge_index, edge_vec)
+        y_fast = fast(types, edge_index, edge_vec)
+        y_ref = reference(types, edge_index, edge_vec)
+    scale = max(1.0, float(h_ref.abs().max()))
+    assert torch.allclose(h_fast, h_ref, rtol=0, atol=tol * scale)
+    assert torch.allclose(y_fast, y_ref, rtol=0, atol=tol * max(1.0, float(y_ref.abs().max())))
+
+
+@pytest.mark.parametrize("l_max,channels", [(1, 4), (2, 2), (3, 5)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-9)])
+def test_train_mode_outputs_gradients_and_statistics_match(l_max, channels, dtype, tol):
+    """Batch norm in training mode and dropout with the same random stream in both implementations."""
+    graph = random_configuration(120, dtype, seed=7 + l_max)
+    config = ModelConfig(l_max=l_max, channels=channels, layers=3)
+    fast, reference = both(model_with_statistics(config, dtype, graph))
+    _, types, edge_index, edge_vec = graph
+    results = []
+    for model in (fast, reference):
+        model.train()
+        torch.manual_seed(1234)
+        y = model(types, edge_index, edge_vec)
+        loss = (y**2).mean() + y.mean()
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        results.append((y.detach(), grads, {k: v.clone() for k, v in model.state_dict().items()}))
+    (y_f, g_f, s_f), (y_r, g_r, s_r) = results
+    assert torch.allclose(y_f, y_r, rtol=0, atol=tol * max(1.0, float(y_r.abs().max())))
+    grad_scale = max(float(g.abs().max()) for g in g_r)
+    assert grad_scale > 0
+    for (name, _), a, b in zip(reference.named_parameters(), g_f, g_r):
+        assert torch.allclose(a, b, rtol=0, atol=tol * grad_scale), name
+    for key in s_r:  # running statistics updated identically
+        if s_r[key].is_floating_point():
+            assert torch.allclose(s_f[key], s_r[key], rtol=tol, atol=tol), key
+
+
+def test_parameters_and_state_dict_are_shared():
+    for config, count in ((ModelConfig(), 23177), (ModelConfig(l_max=1), 5381)):
+        model = GlassGNN(config)
+        assert model.implementation == "frame"
+        assert count_parameters(model) == count
+        keys = set(model.state_dict())
+        assert not any("frame" in k for k in keys)
+        other = GlassGNN(config).set_implementation("e3nn")
+        assert set(other.state_dict()) == keys
+        other.load_state_dict(model.state_dict())  # a checkpoint of either loads into the other
+
+
+def test_block_size_does_not_change_the_result():
+    graph = random_configuration(100, torch.float64, seed=3)
+    model = model_with_statistics(ModelConfig(layers=2), torch.float64, graph)
+    _, types, edge_index, edge_vec = graph
+    outputs = []
+    for block in (37, 100_000):
+        for layer in model.layers:
+            layer.conv.frame_kernel.chunk_size = block
+        with torch.no_grad():
+            outputs.append(model(types, edge_index, edge_vec))
+    assert torch.allclose(outputs[0], outputs[1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("l_max", [1, 2, 3])
+def test_edge_frames_rotate_the_polar_axis_onto_the_edge(l_max):
+    vectors = torch.cat(
+        [
+            torch.randn(50, 3, dtype=torch.float64),
+            torch.tensor([[0.0, 1.0, 0.0], [0.0, -2.0, 0.0], [1e-9, 1.0, 0.0], [3.0, 0.0, 0.0]], dtype=torch.float64),
+        ]
+    )
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # constants computed in float64, as GlassGNN.create does
+    try:
+        frames = EdgeFrames(l_max)(vectors)
+    finally:
+        torch.set_default_dtype(previous)
+    assert frames.shape == (len(vectors), frame_dim(l_max))
+    polar = torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64)
+    offset = 0
+    for l in range(1, l_max + 1):
+        d = 2 * l + 1
+        rot = frames[:, offset : offset + d * d].reshape(-1, d, d)
+        offset += d * d
+        sh = o3.spherical_harmonics(l, vectors, True, "component")
+        sh_polar = o3.spherical_harmonics(l, polar, True, "component")[0]
+        assert torch.allclose(rot @ sh_polar, sh, atol=1e-12)
+        eye = torch.eye(d, dtype=torch.float64).expand_as(rot)
+        assert torch.allclose(rot @ rot.transpose(1, 2), eye, atol=1e-12)
+
+
+def test_export_of_fast_path_round_trips_and_matches_reference(tmp_path):
+    graph = random_configuration(120, torch.float32, seed=11)
+    model = model_with_statistics(ModelConfig(l_max=2, channels=3, layers=3), torch.float32, graph)
+    model.set_label_normalization([0.5], [2.0])
+    path = export_model(model, tmp_path / "fast.pt")
+    module, meta = load_model_file(path)
+    pos, types, edge_index, edge_vec = graph
+    with torch.no_grad():
+        y_file = module(pos, types, edge_index, edge_vec)
+        reference = copy.deepcopy(model).set_implementation("e3nn")
+        y_ref = reference.denormalize(reference(types, edge_index, edge_vec))
+        edge_feat = module.edge_features(edge_vec)
+        assert edge_feat.shape == (edge_vec.shape[0], 9 + 10 + frame_dim(2))
+        node_attr = module.node_attributes(types)
+        h = torch.zeros(pos.shape[0], 0)
+        for k in range(module.num_layers()):
+            h = module.layer(k, h, node_attr, edge_index, edge_feat)
+            assert h.shape == (pos.shape[0], module.feature_dim())
+        y_layers = module.readout(h)
+    assert torch.allclose(y_file, y_ref, rtol=0, atol=1e-5 * max(1.0, float(y_ref.abs().max())))
+    assert torch.equal(y_layers, y_file)
