@@ -25,7 +25,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from glassmd.md.ka import interaction_commands
+
 BIN = Path(sys.executable).parent
+KA_INTERACTIONS = "\n".join(interaction_commands())
 LOOP = re.compile(r"Loop time of ([0-9.eE+-]+) on (\d+) procs for (\d+) steps")
 
 
@@ -49,13 +52,7 @@ region box block 0 {length} 0 {length} 0 {length}
 create_box 2 box
 create_atoms 1 random {natoms - n_b} 4928 NULL overlap 0.7 maxtry 200
 create_atoms 2 random {n_b} 4929 NULL overlap 0.7 maxtry 200
-mass * 1.0
-pair_style lj/cut 2.5
-pair_coeff 1 1 1.0 1.0 2.5
-pair_coeff 1 2 1.5 0.8 2.0
-pair_coeff 2 2 0.5 0.88 2.2
-pair_modify shift yes
-neighbor 0.3 bin
+{KA_INTERACTIONS}
 minimize 1e-4 1e-6 500 5000
 reset_timestep 0
 timestep 0.005

@@ -21,6 +21,7 @@ def ka_configuration(n: int = 400, temperature: float = 0.6, steps: int = 2000, 
     box : (3,) float64 array of edge lengths
     """
     from glassmd.integrations.lammps_library import open_lammps
+    from glassmd.md.ka import interaction_commands
 
     length = (n / 1.2) ** (1.0 / 3.0)
     n_b = n // 5
@@ -33,18 +34,11 @@ def ka_configuration(n: int = 400, temperature: float = 0.6, steps: int = 2000, 
         create_box 2 box
         create_atoms 1 random {n - n_b} {seed} NULL overlap 0.7 maxtry 200
         create_atoms 2 random {n_b} {seed + 1} NULL overlap 0.7 maxtry 200
-        mass * 1.0
-        pair_style lj/cut 2.5
-        pair_coeff 1 1 1.0 1.0 2.5
-        pair_coeff 1 2 1.5 0.8 2.0
-        pair_coeff 2 2 0.5 0.88 2.2
-        pair_modify shift yes
-        neighbor 0.3 bin
+        {chr(10).join(interaction_commands())}
         minimize 1e-4 1e-6 1000 10000
         reset_timestep 0
         velocity all create {temperature} {seed + 2} mom yes rot no dist gaussian
         fix nvt all nvt temp {temperature} {temperature} 0.5
-        timestep 0.005
         run {steps}
         """
     )

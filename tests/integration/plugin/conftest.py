@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from glassmd.md.ka import interaction_commands
+
 VENV_BIN = Path(sys.executable).parent
 LMP = VENV_BIN / "lmp"
 MPIEXEC = VENV_BIN / "mpiexec"
@@ -85,7 +87,6 @@ def ka_data(work, plugin) -> Path:
         create_box 2 box
         create_atoms 1 random {N_ATOMS - n_b} 11 NULL overlap 0.7 maxtry 200
         create_atoms 2 random {n_b} 12 NULL overlap 0.7 maxtry 200
-        mass * 1.0
         {KA_PAIR}
         minimize 1e-4 1e-6 500 5000
         reset_timestep 0
@@ -100,14 +101,8 @@ def ka_data(work, plugin) -> Path:
     return path
 
 
-KA_PAIR = """
-pair_style lj/cut 2.5
-pair_coeff 1 1 1.0 1.0 2.5
-pair_coeff 1 2 1.5 0.8 2.0
-pair_coeff 2 2 0.5 0.88 2.2
-pair_modify shift yes
-neighbor 0.3 bin
-"""
+# The Kob-Andersen interactions exactly as glassmd.md sets them up (mass, pair style, neighbour list, dt).
+KA_PAIR = "\n".join(interaction_commands()) + "\n"
 
 
 def md_input(data: Path, fix_line: str, *, steps: int = 0, dump: Path | None = None, dump_every: int = 1,
@@ -198,4 +193,5 @@ def kit():
         export_test_model=export_test_model,
         lmp=LMP,
         n_atoms=N_ATOMS,
+        ka_pair=KA_PAIR,
     )

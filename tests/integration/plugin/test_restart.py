@@ -30,14 +30,7 @@ def test_restart_continues_with_saved_values(kit, ka_data, model_file, tmp_path)
     second = tmp_path / "second"
     script = f"""
 read_restart {first / 'ka.restart'}
-pair_style lj/cut 2.5
-pair_coeff 1 1 1.0 1.0 2.5
-pair_coeff 1 2 1.5 0.8 2.0
-pair_coeff 2 2 0.5 0.88 2.2
-pair_modify shift yes
-neighbor 0.3 bin
-timestep 0.005
-fix nve all nve
+{kit.ka_pair}fix nve all nve
 {PROPERTY}
 {fix}
 dump d all custom 5 {second / 'v.dump'} id type x y z f_g d_glass

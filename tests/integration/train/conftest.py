@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 import glassmd
@@ -19,6 +20,8 @@ from glassmd.data.dump import write_dump
 from glassmd.train.dataset import synthetic_frames
 
 TIMES = (10.0, 20.0)
+# Torch threads of every training process in these tests (the reference run and the children alike).
+TRAIN_THREADS = 1
 N_PARTICLES = 120
 
 SMALL_CONFIG = {
@@ -34,6 +37,9 @@ SMALL_CONFIG = {
 def subprocess_env() -> dict:
     """Environment for `python -m glassmd...` children: this checkout importable (same threads as us)."""
     env = dict(os.environ)
+    # Bit-identical comparisons need the same torch thread count in every process (float sums are
+    # split differently across threads); earlier tests in this process may have changed ours.
+    env["OMP_NUM_THREADS"] = str(TRAIN_THREADS)
     root = str(Path(glassmd.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     return env
@@ -65,8 +71,13 @@ def reference_run(tmp_path_factory, labelled_dir, small_config_file) -> Path:
     from glassmd.train.trainer import TrainOptions, train
 
     run_dir = tmp_path_factory.mktemp("runs") / "reference"
-    result = train(TrainOptions(inputs=[labelled_dir], run_dir=run_dir, config=load_config(small_config_file),
-                                times=list(TIMES), device="cpu", progress=False))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        result = train(TrainOptions(inputs=[labelled_dir], run_dir=run_dir, config=load_config(small_config_file),
+                                    times=list(TIMES), device="cpu", progress=False))
+    finally:
+        torch.set_num_threads(threads)
     assert result.finished
     return run_dir
 

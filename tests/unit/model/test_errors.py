@@ -8,6 +8,9 @@ from glassmd.data.graph import periodic_graph
 from glassmd.errors import InputError, ModelFileError
 from glassmd.model import GlassGNN, ModelConfig, export_model, load_model_file
 
+# Exceptions raised inside TorchScript reach Python as torch.jit.Error, not RuntimeError.
+TORCHSCRIPT_ERROR = (RuntimeError, torch.jit.Error)
+
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
@@ -35,10 +38,10 @@ def test_nan_reaching_the_exported_module(exported):
     edge_index, edge_vec = periodic_graph(positions, box, 2.0)
     pos = torch.from_numpy(positions).float()
     pos[3, 0] = float("nan")
-    with pytest.raises(RuntimeError, match="positions contain NaN"):
+    with pytest.raises(TORCHSCRIPT_ERROR, match="positions contain NaN"):
         exported(pos, torch.from_numpy(types), edge_index, edge_vec.float())
     edge_vec[0, 0] = float("nan")
-    with pytest.raises(RuntimeError, match="edge vectors contain NaN"):
+    with pytest.raises(TORCHSCRIPT_ERROR, match="edge vectors contain NaN"):
         exported.edge_features(edge_vec.float())
 
 
@@ -46,7 +49,7 @@ def test_unknown_particle_type(exported):
     positions, types, box = _config()
     edge_index, edge_vec = periodic_graph(positions, box, 2.0)
     types[5] = 2  # the model knows types 0 (A) and 1 (B)
-    with pytest.raises(RuntimeError, match=r"particle type out of range: the model knows types 0..1 but got 0..2"):
+    with pytest.raises(TORCHSCRIPT_ERROR, match=r"particle type out of range: the model knows types 0..1 but got 0..2"):
         exported(torch.from_numpy(positions).float(), torch.from_numpy(types), edge_index, edge_vec.float())
 
 
