@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from glassmd.atomic import atomic_write_text
 from glassmd.errors import GlassmdError
 from glassmd.md import ka
 from glassmd.md.system import derive_seed, gather_state
@@ -72,16 +71,7 @@ def config_name(index: int) -> str:
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; this is an ordinary result file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _prepare_liquid(lmp, settings: SimulationSettings) -> None:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from glassmd.errors import GlassmdError
+
+if TYPE_CHECKING:
+    from glassmd.model.config import ModelConfig
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "shipped" / "glassgnn-ka-T0.6.pt"
 

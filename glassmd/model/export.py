@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -20,6 +19,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from glassmd.atomic import atomic_path
 import glassmd
 from glassmd.errors import ModelFileError
 from glassmd.model.config import ModelConfig
@@ -194,15 +194,8 @@ def export_model(model: GlassGNN, path: str | os.PathLike, metadata: dict[str, A
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript deprecation notices: it is what the plugin loads today
         scripted = torch.jit.script(wrapper)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.jit.save(scripted, tmp, _extra_files={_METADATA_FILE: meta_json})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        torch.jit.save(scripted, str(tmp), _extra_files={_METADATA_FILE: meta_json})
     return path
 
 

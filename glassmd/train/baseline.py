@@ -20,14 +20,13 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from glassmd.atomic import atomic_write_text
 from glassmd.errors import GlassmdError, InputError
 from glassmd.train.descriptors import DescriptorConfig, boattini_descriptors
 from glassmd.train.metrics import bootstrap_pearson, pearson, per_configuration_pearson
@@ -267,17 +266,7 @@ def _write_json_atomic(path: Path, data: dict) -> None:
             return [clean(v) for v in value]
         return value
 
-    text = json.dumps(clean(data), indent=1, allow_nan=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(clean(data), indent=1, allow_nan=False) + "\n")
 
 
 def format_table(report: dict) -> str:

@@ -12,8 +12,6 @@ torch_geometric.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -21,6 +19,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from glassmd.atomic import atomic_write_text
 from glassmd.errors import GlassmdError, InputError
 
 __all__ = [
@@ -201,7 +200,7 @@ def make_split(ids: Sequence[str], fractions: dict[str, float], seed: int) -> di
 
 def write_split(path: str | Path, split: dict[str, list[str]]) -> None:
     """Write ``split.json`` atomically."""
-    _atomic_write_text(Path(path), json.dumps({name: list(split[name]) for name in SPLIT_NAMES}, indent=1) + "\n")
+    atomic_write_text(Path(path), json.dumps({name: list(split[name]) for name in SPLIT_NAMES}, indent=1) + "\n")
 
 
 def read_split(path: str | Path, ids: Sequence[str] | None = None) -> dict[str, list[str]]:
@@ -240,19 +239,6 @@ def read_split(path: str | Path, ids: Sequence[str] | None = None) -> dict[str, 
                 f"e.g. {missing[0]!r}"
             )
     return split
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------

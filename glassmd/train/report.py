@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from glassmd.atomic import atomic_write_text
 from glassmd.errors import GlassmdError
 
 __all__ = ["finalize_run", "format_report_markdown", "test_metrics"]
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _finite_or_none(x: float) -> float | None:
@@ -233,9 +220,9 @@ def finalize_run(run) -> dict:
         "gnn": gnn,
         "baseline": baseline,
     }
-    _atomic_write_text(run_dir / "report.json", json.dumps(report, indent=1, default=_json_default) + "\n")
+    atomic_write_text(run_dir / "report.json", json.dumps(report, indent=1, default=_json_default) + "\n")
     markdown = format_report_markdown(report)
-    _atomic_write_text(run_dir / "report.md", markdown)
+    atomic_write_text(run_dir / "report.md", markdown)
 
     plot_learning_curves(run.history, times, run_dir / "learning_curves.png", run.config.scheduler["milestones"])
     if test_set:

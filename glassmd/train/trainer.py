@@ -35,7 +35,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -46,6 +45,7 @@ import numpy as np
 import torch
 import yaml
 
+from glassmd.atomic import atomic_path, atomic_write_text
 import glassmd
 from glassmd.errors import GlassmdError, InputError, ModelFileError
 from glassmd.train.config import TrainConfig, load_config
@@ -116,25 +116,8 @@ def _derived_seed(*parts: int) -> int:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def pearson_from_moments(m: np.ndarray) -> np.ndarray:
@@ -349,7 +332,7 @@ class _Run:
             raise InputError(f"labels of timescale(s) {flat} are constant over the training set: nothing to learn")
 
         torch.manual_seed(self.seed)
-        self.net = GlassGNN(model_config).to(self.dtype)
+        self.net = GlassGNN.create(model_config, self.dtype)  # constants computed in the training dtype
         if init_state is not None:
             skipped = _apply_init_state(self.net, init_state, str(init))
             if skipped and dist.is_main:
@@ -452,7 +435,7 @@ class _Run:
         writer = csv.DictWriter(buffer, fieldnames=list(self.history[0]), lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.history)
-        _atomic_write_text(self.run_dir / "metrics.csv", buffer.getvalue())
+        atomic_write_text(self.run_dir / "metrics.csv", buffer.getvalue())
 
     # ---------------------------------------------------------------------------------------------- epochs
     def _normalised(self, labels: torch.Tensor) -> torch.Tensor:
@@ -670,8 +653,8 @@ def _train(options: TrainOptions) -> TrainResult:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "world_size": dist.world_size,
         }
-        _atomic_write_text(run_dir / "run.json", json.dumps(run_info, indent=1) + "\n")
-        _atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        atomic_write_text(run_dir / "run.json", json.dumps(run_info, indent=1) + "\n")
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         write_split(run_dir / "split.json", split)
         _log(dist, _summary(run, device))
     dist.barrier()

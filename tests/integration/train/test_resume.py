@@ -30,7 +30,9 @@ def _assert_same_state(a_dir, b_dir):
         assert torch.equal(best_a["model_state"][key], best_b["model_state"][key]), key
 
 
-def test_stop_after_an_epoch_then_resume_is_bit_identical(tmp_path, train_command, child_env, reference_run):
+def test_stop_after_an_epoch_then_resume_is_bit_identical(
+    tmp_path, train_command, child_env, reference_run, training_threads
+):
     run_dir = tmp_path / "stopped"
     cmd = train_command(run_dir, "--max-epochs-this-run", "1")
     done = subprocess.run(cmd, env=child_env, capture_output=True, text=True, timeout=300)
@@ -45,7 +47,9 @@ def test_stop_after_an_epoch_then_resume_is_bit_identical(tmp_path, train_comman
     assert (run_dir / "model.pt").is_file()
 
 
-def test_sigkill_mid_run_then_resume_is_bit_identical(tmp_path, train_command, child_env, reference_run):
+def test_sigkill_mid_run_then_resume_is_bit_identical(
+    tmp_path, train_command, child_env, reference_run, training_threads
+):
     run_dir = tmp_path / "killed"
     child = subprocess.Popen(train_command(run_dir), env=child_env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)

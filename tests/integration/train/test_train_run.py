@@ -9,7 +9,7 @@ import math
 import numpy as np
 import torch
 
-from glassmd.model import GlassGNN, ModelConfig, load_model_file
+from glassmd.model import load_model_file
 
 
 def _rows(run_dir):
