@@ -34,6 +34,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_command(args) -> int:
+    import torch.distributed
+
+    try:
+        return _train_or_resume(args)
+    finally:
+        # Under torchrun: tear the process group down before the interpreter exits; leaving gloo's threads
+        # to interpreter shutdown can abort the process ("terminate called without an active exception").
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train_or_resume(args) -> int:
     from glassmd.train.config import load_config
 
     if args.resume:
