@@ -75,6 +75,10 @@ class EquivariantConv(nn.Module):
         self.mix = o3.Linear(self.tp.irreps_out, self.irreps_out)
         self.n_paths = len(instructions)
         self.frame_kernel = FrameConvKernel(self)
+        # The edge-frame evaluation runs in the fused C++ kernel on the CPU when it is built (set by
+        # GlassGNN.set_implementation); on other devices, and for gradients with respect to positions, the
+        # torch kernel runs.
+        self.use_fused_kernel = False
 
     def forward(
         self,
@@ -99,6 +103,8 @@ class EquivariantConv(nn.Module):
     ) -> torch.Tensor:
         """The fast kernel, over blocks of edges so that the per-edge intermediates stay in cache."""
         kernel = self.frame_kernel
+        if self.use_fused_kernel and x.device.type == "cpu" and not edge_frame.requires_grad:
+            return self._fused_forward(x, edge_index, edge_radial, edge_frame)
         x_t, mix = kernel.prepare(x, self.mix.weight)
         # In training the radial batch norm needs the statistics of all edges (and dropout one mask).
         all_weights: Optional[torch.Tensor] = self.radial(edge_radial) if self.training else None
@@ -113,3 +119,20 @@ class EquivariantConv(nn.Module):
             msg = kernel.messages(x_t, edge_index[0, start:stop], weights, edge_frame[start:stop], mix)
             summed.index_add_(1, edge_index[1, start:stop], msg)
         return kernel.finish(summed)
+
+    def _fused_forward(
+        self, x: torch.Tensor, edge_index: torch.Tensor, edge_radial: torch.Tensor, edge_frame: torch.Tensor
+    ) -> torch.Tensor:
+        # The radial MLP up to its last layer runs here (batch norm and dropout need all edges in training);
+        # the last layer, the widest array of the model, is evaluated inside the kernel.
+        last = self.radial.last_layer
+        return self.frame_kernel.fused(
+            x,
+            edge_index,
+            self.radial.hidden(edge_radial),
+            last.weight,
+            last.bias,
+            self.radial.output_relu,
+            edge_frame,
+            self.mix.weight,
+        )

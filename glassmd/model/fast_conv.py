@@ -90,6 +90,9 @@ class EdgeFrames(nn.Module):
             blocks.append(prod)
         basis = torch.cat(blocks, dim=1) if blocks else torch.zeros(n_f * n_f, 0, dtype=torch.float64)
         self.order = order
+        # The least-squares fit leaves ~1e-17 where the coefficients are exactly zero; in float32 some become
+        # subnormal, and a matrix product with subnormal operands runs 40x slower.
+        basis = torch.where(basis.abs() < 1e-12, torch.zeros_like(basis), basis)
         self.register_buffer("basis", basis.to(torch.get_default_dtype()), persistent=False)
 
     def forward(self, edge_vec: torch.Tensor) -> torch.Tensor:
@@ -259,6 +262,13 @@ class FrameConvKernel(nn.Module):
         self.register_buffer("weight_index", torch.cat(widx_all), persistent=False)
         self.register_buffer("mix_index", torch.cat(midx_all), persistent=False)
         self.register_buffer("mix_coef", torch.cat(mcoef_all).to(dtype), persistent=False)
+        # The plan of the fused kernel: the same tables, plus which (m, path, channel) products are non-zero.
+        active = torch.cat(
+            [(m.reshape(2 * meta[0] + 1, channels, -1) != 0).any(1).flatten() for m, meta in zip(mcoef_all, lo_meta)]
+        )
+        self.register_buffer("active", active.to(torch.long), persistent=False)
+        self.register_buffer("rot_in_table", torch.tensor(rot_in, dtype=torch.long).reshape(-1, 4), persistent=False)
+        self.register_buffer("lo_meta_table", torch.tensor(lo_meta, dtype=torch.long), persistent=False)
         # Edge outputs are laid out (l_out, m, channel); the features are e3nn's (l_out, channel, m).
         perm = []
         for lo in range(l_max + 1):
@@ -269,9 +279,44 @@ class FrameConvKernel(nn.Module):
                     perm.append(base + m * channels + c)
         self.register_buffer("out_perm", torch.tensor(perm, dtype=torch.long), persistent=False)
 
+    def mix_matrices(self, mix_weight: torch.Tensor) -> torch.Tensor:
+        """The mixing matrices ``[d, channels, K]`` per l_out (flat), with the path constants folded in."""
+        return mix_weight.index_select(0, self.mix_index) * self.mix_coef
+
     def prepare(self, x: torch.Tensor, mix_weight: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Per-call constants: the node features feature-major ``[dim_in, n]`` and the mixing matrices."""
-        return x.t().contiguous(), mix_weight.index_select(0, self.mix_index) * self.mix_coef
+        return x.t().contiguous(), self.mix_matrices(mix_weight)
+
+    def fused(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        radial_hidden: torch.Tensor,
+        radial_weight: torch.Tensor,
+        radial_bias: torch.Tensor,
+        radial_output_relu: bool,
+        edge_frame: torch.Tensor,
+        mix_weight: torch.Tensor,
+    ) -> torch.Tensor:
+        """The whole convolution, including the last layer of the radial MLP, by the fused C++ kernel
+        ``glassmd::frame_conv`` (CPU; see ``csrc/``)."""
+        return torch.ops.glassmd.frame_conv(
+            x,
+            edge_index,
+            radial_hidden,
+            radial_weight,
+            radial_bias,
+            radial_output_relu,
+            edge_frame,
+            self.mix_matrices(mix_weight),
+            self.rot_in_table,
+            self.lo_meta_table,
+            self.src_index,
+            self.weight_index,
+            self.active,
+            self.dim_out,
+            self.channels,
+        )
 
     def messages(
         self,

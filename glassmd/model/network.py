@@ -11,11 +11,14 @@ from glassmd.model.config import ModelConfig
 from glassmd.model.conv import EquivariantConv
 from glassmd.model.embedding import EdgeEmbedding, one_hot_types
 from glassmd.model.fast_conv import EdgeFrames
+from glassmd.model.fused_kernel import fused_kernel_available
 from glassmd.model.irreps import hidden_irreps
 from glassmd.model.norm import EquivariantBatchNorm
 from glassmd.model.readout import InvariantReadout
 
-__all__ = ["GlassGNN", "InteractionLayer", "count_parameters"]
+__all__ = ["GlassGNN", "InteractionLayer", "count_parameters", "IMPLEMENTATIONS"]
+
+IMPLEMENTATIONS = ("fused", "frame", "e3nn")
 
 
 class InteractionLayer(nn.Module):
@@ -86,10 +89,11 @@ class GlassGNN(nn.Module):
         self.readout = InvariantReadout(config.channels, config.l_max, config.n_outputs)
         self.register_buffer("label_mean", torch.zeros(config.n_outputs))
         self.register_buffer("label_std", torch.ones(config.n_outputs))
-        # The convolutions run in edge-aligned frames (glassmd.model.fast_conv) unless switched to the e3nn
-        # reference with set_implementation("e3nn"); both read the same parameters.
+        # The convolutions run in edge-aligned frames (glassmd.model.fast_conv), in the fused C++ kernel where
+        # it is built, unless switched with set_implementation; all implementations read the same parameters.
         self.edge_frames = EdgeFrames(config.l_max)
         self.use_edge_frames = True
+        self.set_implementation("fused" if fused_kernel_available() else "frame")
 
     @classmethod
     def create(cls, config: ModelConfig, dtype: torch.dtype = torch.float32) -> "GlassGNN":
@@ -114,15 +118,28 @@ class GlassGNN(nn.Module):
         self.label_std.copy_(std)
 
     def set_implementation(self, name: str) -> "GlassGNN":
-        """Choose how the convolutions are evaluated: ``"frame"`` (fast, default) or ``"e3nn"`` (reference)."""
-        if name not in ("frame", "e3nn"):
-            raise ValueError(f"unknown implementation {name!r}: use 'frame' or 'e3nn'")
-        self.use_edge_frames = name == "frame"
+        """Choose how the convolutions are evaluated.
+
+        ``"fused"`` (default where built): edge frames, in the C++ kernel ``glassmd::frame_conv`` on the CPU
+        and in torch elsewhere; ``"frame"``: edge frames in torch ops; ``"e3nn"``: the reference.
+        """
+        if name not in IMPLEMENTATIONS:
+            raise ValueError(f"unknown implementation {name!r}: use one of {', '.join(IMPLEMENTATIONS)}")
+        if name == "fused" and not fused_kernel_available():
+            raise RuntimeError(
+                "the fused kernel of glassmd (glassmd/model/_frame_conv.so) is not built: reinstall glassmd "
+                "with torch present and --no-build-isolation (scripts/bootstrap.sh does)"
+            )
+        self.use_edge_frames = name != "e3nn"
+        for layer in self.layers:
+            layer.conv.use_fused_kernel = name == "fused"
         return self
 
     @property
     def implementation(self) -> str:
-        return "frame" if self.use_edge_frames else "e3nn"
+        if not self.use_edge_frames:
+            return "e3nn"
+        return "fused" if self.layers[0].conv.use_fused_kernel else "frame"
 
     def denormalize(self, y: torch.Tensor) -> torch.Tensor:
         return y * self.label_std + self.label_mean

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 __all__ = ["RadialMLP"]
@@ -26,6 +27,7 @@ class RadialMLP(nn.Module):
     def __init__(self, n_radial: int, hidden: int, n_out: int, dropout: float, momentum: float, output_relu: bool):
         super().__init__()
         self.n_out = n_out
+        self.output_relu = output_relu
         layers: list[nn.Module] = [
             nn.Linear(n_radial, hidden),
             nn.ReLU(),
@@ -39,3 +41,12 @@ class RadialMLP(nn.Module):
 
     def forward(self, radial):
         return self.net(radial)
+
+    def hidden(self, radial: torch.Tensor) -> torch.Tensor:
+        """The 16-wide hidden features (after batch norm and dropout): what the fused kernel takes, applying
+        the last layer itself (``last_layer``, ``output_relu``)."""
+        return self.net[3](self.net[2](torch.relu(self.net[0](radial))))
+
+    @property
+    def last_layer(self) -> nn.Linear:
+        return self.net[4]

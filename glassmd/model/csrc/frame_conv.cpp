@@ -1,0 +1,615 @@
+// glassmd::frame_conv: the edge-frame convolution of glassmd.model.fast_conv fused into one pass per edge.
+//
+// The pure-torch kernel (FrameConvKernel.messages) runs each step of a convolution (gather the sender,
+// rotate into the edge frame, weight, mix channels, rotate back, sum over senders) as a separate torch op
+// over blocks of edges; at 40 neighbours and 8 layers that is ~2 GFLOP of small, memory-bound steps. Here
+// all steps of one block of L edges (one SIMD register of lanes) run back to back on buffers that stay in
+// L1, with the edge index as the innermost (vectorised) dimension. Same arithmetic, same parameters, same
+// layouts as the torch kernel; the plan tensors (which input component and which radial weight feed each
+// output component) are built by FrameConvKernel from the module's own e3nn objects.
+//
+// Threads take contiguous ranges of edges and sum into private copies of the outputs (node sums, mixing-
+// matrix gradient), reduced at the end.
+
+#include <torch/library.h>
+#include <torch/autograd.h>
+#include <ATen/Parallel.h>
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+// Every loop over the lanes of a block is one SIMD operation. Said explicitly: left alone, GCC fully unrolls
+// these 16-iteration loops and re-vectorises across channels with permutes, 10x slower.
+#define GLASSMD_LANES _Pragma("omp simd")
+
+namespace {
+
+using at::Tensor;
+
+// One non-zero (output m, path-channel k) product of an l_out block.
+struct Entry {
+  int64_t src;   // row of the rotated sender features
+  int64_t wcol;  // column of the radial weights
+  int64_t mix;   // offset of M[m][0][k] in the mix tensor (channel stride K)
+};
+
+struct OutBlock {
+  int64_t lo, d, K, mix_off, out_off, frame_off;
+  std::vector<int64_t> entry_begin;  // per m: first entry; entry_begin[d] = end
+};
+
+struct RotBlock {
+  int64_t off, mul, l, frame_off;
+};
+
+struct Plan {
+  int64_t dim_in, dim_out, channels, n_w, frame_dim;
+  std::vector<RotBlock> rot;
+  std::vector<uint8_t> rotated;  // per input feature: part of a rotated (l >= 1) block
+  std::vector<OutBlock> blocks;
+  std::vector<Entry> entries;
+};
+
+Plan make_plan(const Tensor& rot_in, const Tensor& lo_meta, const Tensor& src_index, const Tensor& weight_index,
+               const Tensor& active, int64_t dim_in, int64_t dim_out, int64_t channels, int64_t n_w,
+               int64_t frame_dim) {
+  Plan p;
+  p.dim_in = dim_in;
+  p.dim_out = dim_out;
+  p.channels = channels;
+  p.n_w = n_w;
+  p.frame_dim = frame_dim;
+  auto rot = rot_in.contiguous().to(at::kLong);
+  auto meta = lo_meta.contiguous().to(at::kLong);
+  auto src = src_index.contiguous().to(at::kLong);
+  auto widx = weight_index.contiguous().to(at::kLong);
+  auto act = active.contiguous().to(at::kLong);
+  const int64_t* r = rot.data_ptr<int64_t>();
+  p.rotated.assign(dim_in, 0);
+  for (int64_t i = 0; i < rot.numel() / 4; ++i) {
+    RotBlock b{r[4 * i], r[4 * i + 1], r[4 * i + 2], r[4 * i + 3]};
+    TORCH_CHECK(b.off >= 0 && b.off + b.mul * (2 * b.l + 1) <= dim_in, "frame_conv: bad rotation plan");
+    TORCH_CHECK(b.frame_off + (2 * b.l + 1) * (2 * b.l + 1) <= frame_dim, "frame_conv: frame too short");
+    for (int64_t f = b.off; f < b.off + b.mul * (2 * b.l + 1); ++f) p.rotated[f] = 1;
+    p.rot.push_back(b);
+  }
+  const int64_t* m = meta.data_ptr<int64_t>();
+  const int64_t* s = src.data_ptr<int64_t>();
+  const int64_t* w = widx.data_ptr<int64_t>();
+  const int64_t* a = act.data_ptr<int64_t>();
+  int64_t frame_off = 0;
+  for (int64_t i = 0; i < meta.numel() / 6; ++i) {
+    OutBlock b;
+    b.lo = m[6 * i];
+    b.d = 2 * b.lo + 1;
+    b.K = m[6 * i + 1];
+    const int64_t s_off = m[6 * i + 2], w_off = m[6 * i + 3];
+    b.mix_off = m[6 * i + 4];
+    b.out_off = m[6 * i + 5];
+    b.frame_off = frame_off;
+    if (b.lo > 0) frame_off += b.d * b.d;
+    TORCH_CHECK(b.out_off + b.d * channels <= dim_out, "frame_conv: bad output plan");
+    TORCH_CHECK(b.lo == 0 || b.frame_off + b.d * b.d <= frame_dim, "frame_conv: frame too short");
+    for (int64_t mm = 0; mm < b.d; ++mm) {
+      b.entry_begin.push_back(static_cast<int64_t>(p.entries.size()));
+      for (int64_t k = 0; k < b.K; ++k) {
+        const int64_t q = s_off + mm * b.K + k;
+        TORCH_CHECK(q < src.numel() && q < act.numel(), "frame_conv: bad source plan");
+        if (!a[q]) continue;
+        Entry e{s[q], w[w_off + k], b.mix_off + mm * channels * b.K + k};
+        TORCH_CHECK(e.src >= 0 && e.src < dim_in && e.wcol >= 0 && e.wcol < n_w, "frame_conv: bad index plan");
+        p.entries.push_back(e);
+      }
+    }
+    b.entry_begin.push_back(static_cast<int64_t>(p.entries.size()));
+    p.blocks.push_back(std::move(b));
+  }
+  return p;
+}
+
+// A [rows, features] tensor read through its strides.
+template <typename T>
+struct Strided {
+  const T* data;
+  int64_t row_stride, col_stride;
+  explicit Strided(const Tensor& t) : data(t.data_ptr<T>()), row_stride(t.stride(0)), col_stride(t.stride(1)) {}
+  // Rows r0 .. r0+n-1 into out[f * L + lane].
+  template <int L>
+  void block_impl(int64_t r0, int n, int64_t n_features, T* out) const {
+    if (row_stride == 1) {
+      for (int64_t f = 0; f < n_features; ++f) {
+        const T* src = data + r0 + f * col_stride;
+        T* dst = out + f * L;
+        for (int lane = 0; lane < n; ++lane) dst[lane] = src[lane];
+      }
+    } else {
+      for (int lane = 0; lane < n; ++lane) {
+        const T* src = data + (r0 + lane) * row_stride;
+        for (int64_t f = 0; f < n_features; ++f) out[f * L + lane] = src[f * col_stride];
+      }
+    }
+  }
+  void block(int64_t r0, int n, int64_t n_features, T* out) const {
+    block_impl<64 / sizeof(T)>(r0, n, n_features, out);
+  }
+};
+
+// The last layer of the radial MLP, weights = [relu](W h + b), evaluated per block inside the kernel: the
+// [E, n_w] weights are never stored (as a torch tensor they are the largest array of the model, and reading
+// them back from memory cost more than all the arithmetic of the convolution).
+template <typename T>
+struct Radial {
+  const T* weight;  // [n_w, hidden]
+  const T* bias;    // [n_w]
+  int64_t hidden;
+  bool output_relu;
+};
+
+// Gathers of one block of edges into lane-major buffers [feature][L]; missing lanes are zero.
+template <typename T, int L>
+struct Block {
+  std::vector<T> xs, xr, fr, hb, wb, z, msg;
+  Block(const Plan& p, int64_t z_size, int64_t hidden)
+      : xs(p.dim_in * L),
+        xr(p.dim_in * L),
+        fr(p.frame_dim * L),
+        hb(hidden * L),
+        wb(p.n_w * L),
+        z(z_size * L),
+        msg(p.dim_out * L) {}
+
+  // Edges b0 .. b0+nb-1. Weights and frames are read through their strides: with the edge stride 1
+  // (feature-major storage, as the model produces them) every feature of a block is one contiguous load.
+  void gather(const Plan& p, int64_t b0, int nb, const int64_t* sender, const T* x, const Strided<T>& hidden,
+              const Strided<T>& frame) {
+    if (nb < L) {
+      std::fill(xs.begin(), xs.end(), T(0));
+      std::fill(fr.begin(), fr.end(), T(0));
+      std::fill(hb.begin(), hb.end(), T(0));
+    }
+    for (int lane = 0; lane < nb; ++lane) {
+      const T* xrow = x + sender[b0 + lane] * p.dim_in;
+      for (int64_t f = 0; f < p.dim_in; ++f) xs[f * L + lane] = xrow[f];
+    }
+    frame.block(b0, nb, p.frame_dim, fr.data());
+    hidden.block(b0, nb, static_cast<int64_t>(hb.size() / L), hb.data());
+  }
+
+  // wb = [relu](W hb + b). With `pre`, also the pre-activation values (for the backward pass).
+  void radial_weights(const Plan& p, const Radial<T>& r, T* pre = nullptr) {
+    for (int64_t k = 0; k < p.n_w; ++k) {
+      T acc[L];
+      const T b = r.bias[k];
+      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] = b;
+      const T* wk = r.weight + k * r.hidden;
+      for (int64_t h = 0; h < r.hidden; ++h) {
+        const T c = wk[h];
+        const T* hv = hb.data() + h * L;
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] += c * hv[lane];
+      }
+      if (pre != nullptr) {
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) pre[k * L + lane] = acc[lane];
+      }
+      T* out = wb.data() + k * L;
+      if (r.output_relu) {
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) out[lane] = acc[lane] > T(0) ? acc[lane] : T(0);
+      } else {
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) out[lane] = acc[lane];
+      }
+    }
+  }
+
+  // x' = D^T x for every l >= 1 block of the sender's features; l = 0 features are copied.
+  void rotate_in(const Plan& p) {
+    for (int64_t f = 0; f < p.dim_in; ++f)
+      if (!p.rotated[f])
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) xr[f * L + lane] = xs[f * L + lane];
+    for (const RotBlock& b : p.rot) {
+      const int64_t d = 2 * b.l + 1;
+      for (int64_t u = 0; u < b.mul; ++u) {
+        const T* in = xs.data() + (b.off + u * d) * L;
+        T* out = xr.data() + (b.off + u * d) * L;
+        for (int64_t a = 0; a < d; ++a) {
+          T acc[L] = {};
+          for (int64_t bb = 0; bb < d; ++bb) {
+            const T* D = fr.data() + (b.frame_off + bb * d + a) * L;
+            const T* v = in + bb * L;
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] += D[lane] * v[lane];
+          }
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) out[a * L + lane] = acc[lane];
+        }
+      }
+    }
+  }
+};
+
+// Sums of per-edge rows into [n_rows, width] outputs, one private copy per thread beyond the first: edges
+// are visited in storage order (their weight and frame rows are read sequentially; visiting them sorted by
+// receiver instead makes every row a cache miss, 20x slower), so two threads may hit one output row.
+template <typename T>
+struct ThreadSums {
+  T* first;
+  int64_t size;
+  std::vector<std::vector<T>> others;
+  ThreadSums(T* out, int64_t n_rows, int64_t width, int n_threads)
+      : first(out), size(n_rows * width), others(std::max(0, n_threads - 1)) {}
+  T* mine() {
+    const int tid = at::get_thread_num();
+    if (tid == 0) return first;
+    std::vector<T>& buf = others.at(tid - 1);
+    if (buf.empty()) buf.assign(size, T(0));
+    return buf.data();
+  }
+  void reduce() {
+    for (auto& buf : others) {
+      if (buf.empty()) continue;
+      const T* src = buf.data();
+      at::parallel_for(0, size, 1 << 14, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) first[i] += src[i];
+      });
+    }
+  }
+};
+
+int64_t edge_grain(int64_t n_edges) {
+  return std::max<int64_t>(256, n_edges / std::max(1, at::get_num_threads()) + 1);
+}
+
+template <typename T, int L>
+void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* sender, const int64_t* receiver,
+                    int64_t n_edges, const Strided<T>& hidden, const Radial<T>& radial, const Strided<T>& frame,
+                    const T* mix, T* out) {
+  const int64_t C = p.channels;
+  int64_t max_d = 1;
+  for (const auto& b : p.blocks) max_d = std::max(max_d, b.d);
+  ThreadSums<T> sums(out, n_nodes, p.dim_out, at::get_num_threads());
+  at::parallel_for(0, n_edges, edge_grain(n_edges), [&](int64_t e_begin, int64_t e_end) {
+    T* acc_out = sums.mine();
+    Block<T, L> blk(p, max_d * C, radial.hidden);
+    for (int64_t b0 = e_begin; b0 < e_end; b0 += L) {
+      const int nb = static_cast<int>(std::min<int64_t>(L, e_end - b0));
+      blk.gather(p, b0, nb, sender, x, hidden, frame);
+      blk.radial_weights(p, radial);
+      blk.rotate_in(p);
+      for (const OutBlock& ob : p.blocks) {
+        T* z = blk.z.data();
+        std::fill(z, z + ob.d * C * L, T(0));
+        for (int64_t m = 0; m < ob.d; ++m) {
+          T* zm = z + m * C * L;
+          for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
+            const Entry& en = p.entries[q];
+            const T* wv = blk.wb.data() + en.wcol * L;
+            const T* xv = blk.xr.data() + en.src * L;
+            T t[L];
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[lane] = wv[lane] * xv[lane];
+            for (int64_t c = 0; c < C; ++c) {
+              const T coef = mix[en.mix + c * ob.K];
+              T* zc = zm + c * L;
+              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) zc[lane] += coef * t[lane];
+            }
+          }
+        }
+        // Back to the global frame, written in e3nn's (l_out, channel, m) layout.
+        for (int64_t c = 0; c < C; ++c) {
+          for (int64_t mp = 0; mp < ob.d; ++mp) {
+            T* o = blk.msg.data() + (ob.out_off + c * ob.d + mp) * L;
+            if (ob.lo == 0) {
+              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = z[c * L + lane];
+              continue;
+            }
+            T acc[L] = {};
+            for (int64_t m = 0; m < ob.d; ++m) {
+              const T* D = blk.fr.data() + (ob.frame_off + mp * ob.d + m) * L;
+              const T* zz = z + (m * C + c) * L;
+              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] += D[lane] * zz[lane];
+            }
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = acc[lane];
+          }
+        }
+      }
+      for (int lane = 0; lane < nb; ++lane) {
+        T* orow = acc_out + receiver[b0 + lane] * p.dim_out;
+        for (int64_t f = 0; f < p.dim_out; ++f) orow[f] += blk.msg[f * L + lane];
+      }
+    }
+  });
+  sums.reduce();
+}
+
+template <typename T, int L>
+void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nodes, const int64_t* sender,
+                     const int64_t* receiver, int64_t n_edges, const Strided<T>& hidden, const Radial<T>& radial,
+                     const Strided<T>& frame, const T* mix, T* grad_x, T* grad_hidden, T* grad_radial_weight,
+                     T* grad_radial_bias, T* grad_mix, int64_t mix_numel) {
+  const int64_t H = radial.hidden;
+  const int64_t C = p.channels;
+  const int64_t n_entries = static_cast<int64_t>(p.entries.size());
+  int64_t max_d = 1;
+  for (const auto& b : p.blocks) max_d = std::max(max_d, b.d);
+  const int n_threads = std::max(1, at::get_num_threads());
+  // Parameter gradients summed per thread: the mixing entries (per channel), then W, then b of the radial layer.
+  const int64_t n_mix = n_entries * C, n_param = n_mix + p.n_w * H + p.n_w;
+  std::vector<std::vector<T>> param_grad_per_thread(n_threads);
+  ThreadSums<T> grad_x_sums(grad_x, n_nodes, p.dim_in, n_threads);
+  at::parallel_for(0, n_edges, edge_grain(n_edges), [&](int64_t e_begin, int64_t e_end) {
+    T* gx_acc = grad_x_sums.mine();
+    Block<T, L> blk(p, max_d * C, H);
+    std::vector<T> go(p.dim_out * L), gz(max_d * C * L), gxr(p.dim_in * L), gw(p.n_w * L), pre(p.n_w * L);
+    std::vector<T> ghid(H * L);
+    std::vector<T> gparam(n_param * L, T(0));  // per lane: reduced at the end
+    T* gmix = gparam.data();
+    T* grad_W = gmix + n_mix * L;
+    T* grad_b = grad_W + p.n_w * H * L;
+    for (int64_t b0 = e_begin; b0 < e_end; b0 += L) {
+      const int nb = static_cast<int>(std::min<int64_t>(L, e_end - b0));
+      blk.gather(p, b0, nb, sender, x, hidden, frame);
+      blk.radial_weights(p, radial, pre.data());
+      blk.rotate_in(p);
+      std::fill(go.begin(), go.end(), T(0));
+      for (int lane = 0; lane < nb; ++lane) {
+        const T* grow = grad_out + receiver[b0 + lane] * p.dim_out;
+        for (int64_t f = 0; f < p.dim_out; ++f) go[f * L + lane] = grow[f];
+      }
+      std::fill(gxr.begin(), gxr.end(), T(0));
+      std::fill(gw.begin(), gw.end(), T(0));
+      for (const OutBlock& ob : p.blocks) {
+        // Output gradient into the edge frame: gz[m][c] = sum_m' D[m'][m] go[c][m'].
+        for (int64_t c = 0; c < C; ++c) {
+          for (int64_t m = 0; m < ob.d; ++m) {
+            T* g = gz.data() + (m * C + c) * L;
+            if (ob.lo == 0) {
+              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) g[lane] = go[(ob.out_off + c) * L + lane];
+              continue;
+            }
+            T acc[L] = {};
+            for (int64_t mp = 0; mp < ob.d; ++mp) {
+              const T* D = blk.fr.data() + (ob.frame_off + mp * ob.d + m) * L;
+              const T* gg = go.data() + (ob.out_off + c * ob.d + mp) * L;
+              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] += D[lane] * gg[lane];
+            }
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) g[lane] = acc[lane];
+          }
+        }
+        for (int64_t m = 0; m < ob.d; ++m) {
+          const T* gm = gz.data() + m * C * L;
+          for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
+            const Entry& en = p.entries[q];
+            const T* wv = blk.wb.data() + en.wcol * L;
+            const T* xv = blk.xr.data() + en.src * L;
+            T t[L], gt[L] = {};
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[lane] = wv[lane] * xv[lane];
+            for (int64_t c = 0; c < C; ++c) {
+              const T coef = mix[en.mix + c * ob.K];
+              const T* gc = gm + c * L;
+              T* acc = gmix + (q * C + c) * L;
+              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
+                gt[lane] += coef * gc[lane];
+                acc[lane] += gc[lane] * t[lane];
+              }
+            }
+            T* gwv = gw.data() + en.wcol * L;
+            T* gxv = gxr.data() + en.src * L;
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
+              gwv[lane] += gt[lane] * xv[lane];
+              gxv[lane] += gt[lane] * wv[lane];
+            }
+          }
+        }
+      }
+      // Rotated-input gradient back to the sender's frame: gx[u][b] = sum_a D[b][a] gxr[u][a].
+      T* gxs = blk.xs.data();  // the gathered inputs are no longer needed
+      for (int64_t f = 0; f < p.dim_in; ++f)
+        if (!p.rotated[f])
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) gxs[f * L + lane] = gxr[f * L + lane];
+      for (const RotBlock& b : p.rot) {
+        const int64_t d = 2 * b.l + 1;
+        for (int64_t u = 0; u < b.mul; ++u) {
+          const T* in = gxr.data() + (b.off + u * d) * L;
+          T* out = gxs + (b.off + u * d) * L;
+          for (int64_t bb = 0; bb < d; ++bb) {
+            T acc[L] = {};
+            for (int64_t a = 0; a < d; ++a) {
+              const T* D = blk.fr.data() + (b.frame_off + bb * d + a) * L;
+              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] += D[lane] * in[a * L + lane];
+            }
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) out[bb * L + lane] = acc[lane];
+          }
+        }
+      }
+      // Through the radial layer: gw -> pre-activation -> (hidden, W, b). Lanes past nb have zero
+      // hidden values and zero output gradients, so they add nothing.
+      T* gh = ghid.data();
+      std::fill(gh, gh + H * L, T(0));
+      for (int64_t k = 0; k < p.n_w; ++k) {
+        T* g = gw.data() + k * L;
+        if (radial.output_relu) {
+          const T* pk = pre.data() + k * L;
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) g[lane] = pk[lane] > T(0) ? g[lane] : T(0);
+        }
+        T* gbk = grad_b + k * L;
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) gbk[lane] += g[lane];
+        const T* wk = radial.weight + k * H;
+        for (int64_t h = 0; h < H; ++h) {
+          const T c = wk[h];
+          const T* hv = blk.hb.data() + h * L;
+          T* ghv = gh + h * L;
+          T* gWv = grad_W + (k * H + h) * L;
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
+            ghv[lane] += c * g[lane];
+            gWv[lane] += g[lane] * hv[lane];
+          }
+        }
+      }
+      for (int lane = 0; lane < nb; ++lane) {
+        const int64_t e = b0 + lane;
+        T* gxrow = gx_acc + sender[e] * p.dim_in;
+        for (int64_t f = 0; f < p.dim_in; ++f) gxrow[f] += gxs[f * L + lane];
+        T* ghrow = grad_hidden + e * H;
+        for (int64_t h = 0; h < H; ++h) ghrow[h] = gh[h * L + lane];
+      }
+    }
+    std::vector<T>& mine = param_grad_per_thread[at::get_thread_num()];
+    if (mine.empty()) mine.assign(n_param, T(0));
+    for (int64_t i = 0; i < n_param; ++i) {
+      T s = 0;
+      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) s += gparam[i * L + lane];
+      mine[i] += s;
+    }
+  });
+  grad_x_sums.reduce();
+  std::fill(grad_mix, grad_mix + mix_numel, T(0));
+  std::fill(grad_radial_weight, grad_radial_weight + p.n_w * H, T(0));
+  std::fill(grad_radial_bias, grad_radial_bias + p.n_w, T(0));
+  for (const auto& part : param_grad_per_thread) {
+    if (part.empty()) continue;
+    for (int64_t i = 0; i < p.n_w * H; ++i) grad_radial_weight[i] += part[n_mix + i];
+    for (int64_t i = 0; i < p.n_w; ++i) grad_radial_bias[i] += part[n_mix + p.n_w * H + i];
+    for (const OutBlock& ob : p.blocks)
+      for (int64_t q = ob.entry_begin[0]; q < ob.entry_begin[ob.d]; ++q)
+        for (int64_t c = 0; c < C; ++c) grad_mix[p.entries[q].mix + c * ob.K] += part[q * C + c];
+  }
+}
+
+struct Consts {
+  Tensor rot_in, lo_meta, src_index, weight_index, active;
+  int64_t dim_out, channels;
+};
+
+// The inputs of one call, checked and laid out for the kernels.
+struct Call {
+  Tensor x, edge_index, hidden, radial_weight, radial_bias, frame, mix;
+  bool output_relu;
+  Plan plan;
+
+  Call(const Tensor& x_in, const Tensor& edge_index_in, const Tensor& hidden_in, const Tensor& w_in,
+       const Tensor& b_in, bool relu, const Tensor& frame_in, const Tensor& mix_in, const Consts& k)
+      : x(x_in.contiguous()),
+        edge_index(edge_index_in.to(at::kLong).contiguous()),
+        hidden(hidden_in),
+        radial_weight(w_in.contiguous()),
+        radial_bias(b_in.contiguous()),
+        frame(frame_in),
+        mix(mix_in.contiguous()),
+        output_relu(relu) {
+    TORCH_CHECK(x.device().is_cpu(), "glassmd::frame_conv runs on the CPU; use the torch kernel on ", x.device());
+    TORCH_CHECK(x.dim() == 2 && hidden.dim() == 2 && frame.dim() == 2 && mix.dim() == 1, "frame_conv: bad ranks");
+    TORCH_CHECK(edge_index.dim() == 2 && edge_index.size(0) == 2, "frame_conv: edge_index must be [2, E]");
+    const int64_t n_edges = edge_index.size(1);
+    TORCH_CHECK(hidden.size(0) == n_edges && frame.size(0) == n_edges,
+                "frame_conv: radial features and frames need one row per edge");
+    TORCH_CHECK(radial_weight.dim() == 2 && radial_weight.size(1) == hidden.size(1) && radial_bias.dim() == 1 &&
+                    radial_bias.size(0) == radial_weight.size(0),
+                "frame_conv: radial layer shapes disagree");
+    for (const Tensor* t : {&hidden, &radial_weight, &radial_bias, &frame, &mix})
+      TORCH_CHECK(t->scalar_type() == x.scalar_type(), "frame_conv: all float inputs must have one dtype");
+    if (n_edges > 0) {
+      const auto lo = edge_index.min().item<int64_t>(), hi = edge_index.max().item<int64_t>();
+      TORCH_CHECK(lo >= 0 && hi < x.size(0), "frame_conv: edge_index out of range [0, ", x.size(0), ")");
+    }
+    plan = make_plan(k.rot_in, k.lo_meta, k.src_index, k.weight_index, k.active, x.size(1), k.dim_out, k.channels,
+                     radial_weight.size(0), frame.size(1));
+  }
+
+  int64_t n_edges() const { return edge_index.size(1); }
+  const int64_t* sender() const { return edge_index.data_ptr<int64_t>(); }
+  const int64_t* receiver() const { return edge_index.data_ptr<int64_t>() + n_edges(); }
+  template <typename T>
+  Radial<T> radial() const {
+    return Radial<T>{radial_weight.data_ptr<T>(), radial_bias.data_ptr<T>(), radial_weight.size(1), output_relu};
+  }
+};
+
+Tensor forward_cpu(const Call& a) {
+  auto out = at::zeros({a.x.size(0), a.plan.dim_out}, a.x.options());
+  AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "glassmd_frame_conv", [&] {
+    constexpr int L = 64 / sizeof(scalar_t);
+    forward_kernel<scalar_t, L>(a.plan, a.x.data_ptr<scalar_t>(), a.x.size(0), a.sender(), a.receiver(),
+                                a.n_edges(), Strided<scalar_t>(a.hidden), a.radial<scalar_t>(),
+                                Strided<scalar_t>(a.frame), a.mix.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+// Gradients with respect to x, the radial hidden features, W, b and the mixing matrices.
+std::vector<Tensor> backward_cpu(const Tensor& grad_out_in, const Call& a) {
+  auto grad_out = grad_out_in.contiguous();
+  auto grad_x = at::zeros_like(a.x);
+  auto grad_hidden = at::empty({a.n_edges(), a.hidden.size(1)}, a.hidden.options());
+  auto grad_w = at::empty_like(a.radial_weight);
+  auto grad_b = at::empty_like(a.radial_bias);
+  auto grad_mix = at::empty_like(a.mix);
+  AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "glassmd_frame_conv_backward", [&] {
+    constexpr int L = 64 / sizeof(scalar_t);
+    backward_kernel<scalar_t, L>(a.plan, grad_out.data_ptr<scalar_t>(), a.x.data_ptr<scalar_t>(), a.x.size(0),
+                                 a.sender(), a.receiver(), a.n_edges(), Strided<scalar_t>(a.hidden),
+                                 a.radial<scalar_t>(), Strided<scalar_t>(a.frame), a.mix.data_ptr<scalar_t>(),
+                                 grad_x.data_ptr<scalar_t>(), grad_hidden.data_ptr<scalar_t>(),
+                                 grad_w.data_ptr<scalar_t>(), grad_b.data_ptr<scalar_t>(),
+                                 grad_mix.data_ptr<scalar_t>(), a.mix.numel());
+  });
+  return {grad_x, grad_hidden, grad_w, grad_b, grad_mix};
+}
+
+Tensor frame_conv_cpu(const Tensor& x, const Tensor& edge_index, const Tensor& hidden, const Tensor& radial_weight,
+                      const Tensor& radial_bias, bool output_relu, const Tensor& frame, const Tensor& mix,
+                      const Tensor& rot_in, const Tensor& lo_meta, const Tensor& src_index,
+                      const Tensor& weight_index, const Tensor& active, int64_t dim_out, int64_t channels) {
+  return forward_cpu(Call(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame, mix,
+                          Consts{rot_in, lo_meta, src_index, weight_index, active, dim_out, channels}));
+}
+
+class FrameConvFunction : public torch::autograd::Function<FrameConvFunction> {
+ public:
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& edge_index,
+                        const Tensor& hidden, const Tensor& radial_weight, const Tensor& radial_bias,
+                        bool output_relu, const Tensor& frame, const Tensor& mix, const Tensor& rot_in,
+                        const Tensor& lo_meta, const Tensor& src_index, const Tensor& weight_index,
+                        const Tensor& active, int64_t dim_out, int64_t channels) {
+    TORCH_CHECK(!frame.requires_grad(),
+                "glassmd::frame_conv has no gradient with respect to the edge frames (positions); "
+                "use the torch kernel for forces");
+    ctx->save_for_backward({x, edge_index, hidden, radial_weight, radial_bias, frame, mix, rot_in, lo_meta,
+                            src_index, weight_index, active});
+    ctx->saved_data["output_relu"] = output_relu;
+    ctx->saved_data["dim_out"] = dim_out;
+    ctx->saved_data["channels"] = channels;
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return frame_conv_cpu(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame, mix, rot_in,
+                          lo_meta, src_index, weight_index, active, dim_out, channels);
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grad_outputs) {
+    auto s = ctx->get_saved_variables();
+    Consts k{s[7], s[8], s[9], s[10], s[11], ctx->saved_data["dim_out"].toInt(),
+             ctx->saved_data["channels"].toInt()};
+    Call call(s[0], s[1], s[2], s[3], s[4], ctx->saved_data["output_relu"].toBool(), s[5], s[6], k);
+    auto g = backward_cpu(grad_outputs[0], call);
+    Tensor none;
+    return {g[0], none, g[1], g[2], g[3], none, none, g[4], none, none, none, none, none, none, none};
+  }
+};
+
+Tensor frame_conv_autograd(const Tensor& x, const Tensor& edge_index, const Tensor& hidden,
+                           const Tensor& radial_weight, const Tensor& radial_bias, bool output_relu,
+                           const Tensor& frame, const Tensor& mix, const Tensor& rot_in, const Tensor& lo_meta,
+                           const Tensor& src_index, const Tensor& weight_index, const Tensor& active,
+                           int64_t dim_out, int64_t channels) {
+  return FrameConvFunction::apply(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame, mix,
+                                  rot_in, lo_meta, src_index, weight_index, active, dim_out, channels);
+}
+
+}  // namespace
+
+TORCH_LIBRARY(glassmd, m) {
+  m.def(
+      "frame_conv(Tensor x, Tensor edge_index, Tensor hidden, Tensor radial_weight, Tensor radial_bias, "
+      "bool output_relu, Tensor frame, Tensor mix, Tensor rot_in, Tensor lo_meta, Tensor src_index, "
+      "Tensor weight_index, Tensor active, int dim_out, int channels) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(glassmd, CPU, m) { m.impl("frame_conv", frame_conv_cpu); }
+
+TORCH_LIBRARY_IMPL(glassmd, Autograd, m) { m.impl("frame_conv", frame_conv_autograd); }
