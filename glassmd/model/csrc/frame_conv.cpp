@@ -257,6 +257,46 @@ int64_t edge_grain(int64_t n_edges) {
   return std::max<int64_t>(256, n_edges / std::max(1, at::get_num_threads()) + 1);
 }
 
+// z[m][c] = sum over the non-zero products (m, k) of M[m][c][k] w[k] x'[src(m, k)], for one l_out block.
+// CC: the channel count when known at compile time (0: the runtime value C).
+template <typename T, int L, int CC>
+inline void mix_block(const Plan& p, const OutBlock& ob, const T* wb, const T* xr, const T* mix, T* z, int64_t C) {
+  constexpr int kMax = CC > 0 ? CC : 1;
+  for (int64_t m = 0; m < ob.d; ++m) {
+    T* zm = z + m * C * L;
+    if (CC > 0) {
+      T acc[kMax][L] = {};
+      for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
+        const Entry& en = p.entries[q];
+        const T* wv = wb + en.wcol * L;
+        const T* xv = xr + en.src * L;
+        T t[L];
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[lane] = wv[lane] * xv[lane];
+        for (int c = 0; c < kMax; ++c) {
+          const T coef = mix[en.mix + c * ob.K];
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[c][lane] += coef * t[lane];
+        }
+      }
+      for (int c = 0; c < kMax; ++c)
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) zm[c * L + lane] = acc[c][lane];
+      continue;
+    }
+    std::fill(zm, zm + C * L, T(0));
+    for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
+      const Entry& en = p.entries[q];
+      const T* wv = wb + en.wcol * L;
+      const T* xv = xr + en.src * L;
+      T t[L];
+      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[lane] = wv[lane] * xv[lane];
+      for (int64_t c = 0; c < C; ++c) {
+        const T coef = mix[en.mix + c * ob.K];
+        T* zc = zm + c * L;
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) zc[lane] += coef * t[lane];
+      }
+    }
+  }
+}
+
 template <typename T, int L>
 void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* sender, const int64_t* receiver,
                     int64_t n_edges, const Strided<T>& hidden, const Radial<T>& radial, const Strided<T>& frame,
@@ -275,21 +315,11 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
       blk.rotate_in(p);
       for (const OutBlock& ob : p.blocks) {
         T* z = blk.z.data();
-        std::fill(z, z + ob.d * C * L, T(0));
-        for (int64_t m = 0; m < ob.d; ++m) {
-          T* zm = z + m * C * L;
-          for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
-            const Entry& en = p.entries[q];
-            const T* wv = blk.wb.data() + en.wcol * L;
-            const T* xv = blk.xr.data() + en.src * L;
-            T t[L];
-            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[lane] = wv[lane] * xv[lane];
-            for (int64_t c = 0; c < C; ++c) {
-              const T coef = mix[en.mix + c * ob.K];
-              T* zc = zm + c * L;
-              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) zc[lane] += coef * t[lane];
-            }
-          }
+        switch (C) {  // the common channel counts keep the accumulators of one m in registers
+          case 2: mix_block<T, L, 2>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C); break;
+          case 4: mix_block<T, L, 4>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C); break;
+          case 8: mix_block<T, L, 8>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C); break;
+          default: mix_block<T, L, 0>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C);
         }
         // Back to the global frame, written in e3nn's (l_out, channel, m) layout.
         for (int64_t c = 0; c < C; ++c) {
