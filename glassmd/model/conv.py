@@ -125,13 +125,13 @@ class EquivariantConv(nn.Module):
     ) -> torch.Tensor:
         # The radial MLP up to its last layer runs here (batch norm and dropout need all edges in training);
         # the last layer, the widest array of the model, is evaluated inside the kernel.
-        last = self.radial.last_layer
+        weight, bias = self.radial.last_layer()
         return self.frame_kernel.fused(
             x,
             edge_index,
             self.radial.hidden(edge_radial),
-            last.weight,
-            last.bias,
+            weight,
+            bias,
             self.radial.output_relu,
             edge_frame,
             self.mix.weight,

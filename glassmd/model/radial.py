@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 from torch import nn
 
@@ -44,9 +46,10 @@ class RadialMLP(nn.Module):
 
     def hidden(self, radial: torch.Tensor) -> torch.Tensor:
         """The 16-wide hidden features (after batch norm and dropout): what the fused kernel takes, applying
-        the last layer itself (``last_layer``, ``output_relu``)."""
+        the last layer itself (:meth:`last_layer`, ``output_relu``)."""
         return self.net[3](self.net[2](torch.relu(self.net[0](radial))))
 
-    @property
-    def last_layer(self) -> nn.Linear:
-        return self.net[4]
+    def last_layer(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Weight and bias of the last linear layer."""
+        last = self.net[4]
+        return last.weight, last.bias

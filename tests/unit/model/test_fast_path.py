@@ -1,4 +1,5 @@
-"""The edge-frame kernel (glassmd.model.fast_conv) computes the same function as the e3nn reference."""
+"""The edge-frame kernels (glassmd.model.fast_conv in torch ops, and the fused C++ kernel glassmd::frame_conv)
+compute the same function as the e3nn reference, with the same parameters."""
 
 import copy
 
@@ -10,6 +11,9 @@ from e3nn import o3
 from glassmd.data.graph import periodic_graph
 from glassmd.model import GlassGNN, ModelConfig, count_parameters, export_model, load_model_file
 from glassmd.model.fast_conv import EdgeFrames, frame_dim
+from glassmd.model.fused_kernel import fused_kernel_available
+
+FAST = ["fused", "frame"]
 
 
 def random_configuration(n, dtype, seed, density=1.2, cutoff=2.0):
@@ -38,8 +42,8 @@ def model_with_statistics(config, dtype, graph, seed=0):
     return model.eval()
 
 
-def both(model):
-    fast = copy.deepcopy(model).set_implementation("frame")
+def both(model, implementation):
+    fast = copy.deepcopy(model).set_implementation(implementation)
     reference = copy.deepcopy(model).set_implementation("e3nn")
     return fast, reference
 
@@ -47,12 +51,13 @@ def both(model):
 CASES = [(1, 2), (1, 5), (2, 4), (2, 5), (3, 2), (3, 4)]
 
 
+@pytest.mark.parametrize("implementation", FAST)
 @pytest.mark.parametrize("l_max,channels", CASES)
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
-def test_eval_outputs_match_reference(l_max, channels, dtype, tol):
+def test_eval_outputs_match_reference(implementation, l_max, channels, dtype, tol):
     graph = random_configuration(150, dtype, seed=l_max * 10 + channels)
     config = ModelConfig(l_max=l_max, channels=channels, layers=3)
-    fast, reference = both(model_with_statistics(config, dtype, graph))
+    fast, reference = both(model_with_statistics(config, dtype, graph), implementation)
     _, types, edge_index, edge_vec = graph
     with torch.no_grad():
         h_fast = fast.hidden_features(types, edge_index, edge_vec)
@@ -64,13 +69,14 @@ def test_eval_outputs_match_reference(l_max, channels, dtype, tol):
     assert torch.allclose(y_fast, y_ref, rtol=0, atol=tol * max(1.0, float(y_ref.abs().max())))
 
 
-@pytest.mark.parametrize("l_max,channels", [(1, 4), (2, 2), (3, 5)])
+@pytest.mark.parametrize("implementation", FAST)
+@pytest.mark.parametrize("l_max,channels", [(1, 4), (2, 2), (3, 5), (3, 8)])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-9)])
-def test_train_mode_outputs_gradients_and_statistics_match(l_max, channels, dtype, tol):
+def test_train_mode_outputs_gradients_and_statistics_match(implementation, l_max, channels, dtype, tol):
     """Batch norm in training mode and dropout with the same random stream in both implementations."""
     graph = random_configuration(120, dtype, seed=7 + l_max)
     config = ModelConfig(l_max=l_max, channels=channels, layers=3)
-    fast, reference = both(model_with_statistics(config, dtype, graph))
+    fast, reference = both(model_with_statistics(config, dtype, graph), implementation)
     _, types, edge_index, edge_vec = graph
     results = []
     for model in (fast, reference):
@@ -94,13 +100,14 @@ def test_train_mode_outputs_gradients_and_statistics_match(l_max, channels, dtyp
 def test_parameters_and_state_dict_are_shared():
     for config, count in ((ModelConfig(), 23177), (ModelConfig(l_max=1), 5381)):
         model = GlassGNN(config)
-        assert model.implementation == "frame"
+        assert model.implementation == "fused"
         assert count_parameters(model) == count
         keys = set(model.state_dict())
         assert not any("frame" in k for k in keys)
-        other = GlassGNN(config).set_implementation("e3nn")
-        assert set(other.state_dict()) == keys
-        other.load_state_dict(model.state_dict())  # a checkpoint of either loads into the other
+        for name in ("frame", "e3nn"):
+            other = GlassGNN(config).set_implementation(name)
+            assert set(other.state_dict()) == keys
+            other.load_state_dict(model.state_dict())  # a checkpoint of any loads into the others
 
 
 def test_block_size_does_not_change_the_result():
@@ -165,3 +172,64 @@ def test_export_of_fast_path_round_trips_and_matches_reference(tmp_path):
         y_layers = module.readout(h)
     assert torch.allclose(y_file, y_ref, rtol=0, atol=1e-5 * max(1.0, float(y_ref.abs().max())))
     assert torch.equal(y_layers, y_file)
+
+
+def test_fused_kernel_is_built_and_used():
+    """The package build compiles the kernel; a silent fallback to torch ops would cost 4x in speed."""
+    assert fused_kernel_available()
+    graph = random_configuration(150, torch.float32, seed=2)
+    model = model_with_statistics(ModelConfig(layers=2), torch.float32, graph)
+    _, types, edge_index, edge_vec = graph
+    with torch.profiler.profile() as prof:
+        with torch.no_grad():
+            model(types, edge_index, edge_vec)
+    assert any(e.key == "glassmd::frame_conv" for e in prof.key_averages())
+
+
+def test_fused_kernel_parallel_sums_match_serial():
+    """Threads sum into private copies of the outputs; any thread count gives the serial result."""
+    graph = random_configuration(300, torch.float64, seed=4)
+    model = model_with_statistics(ModelConfig(layers=2), torch.float64, graph)
+    _, types, edge_index, edge_vec = graph
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            model.zero_grad()
+            model.train()
+            torch.manual_seed(0)
+            y = model(types, edge_index, edge_vec)
+            (y**2).sum().backward()
+            results.append((y.detach(), [p.grad.clone() for p in model.parameters()]))
+    finally:
+        torch.set_num_threads(previous)
+    y0, g0 = results[0]
+    for y, g in results[1:]:
+        assert torch.allclose(y, y0, rtol=0, atol=1e-12)
+        for a, b in zip(g, g0):
+            assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_fused_kernel_rejects_bad_edges():
+    graph = random_configuration(150, torch.float32, seed=5)
+    model = model_with_statistics(ModelConfig(layers=1), torch.float32, graph)
+    _, types, edge_index, edge_vec = graph
+    bad = edge_index.clone()
+    bad[1, 0] = 150
+    with pytest.raises(RuntimeError, match="edge_index out of range"):
+        with torch.no_grad():
+            model(types, bad, edge_vec)
+
+
+def test_positions_gradient_falls_back_to_torch_kernel():
+    """The fused kernel has no gradient with respect to positions; such calls run the torch kernel."""
+    graph = random_configuration(150, torch.float64, seed=6)
+    model = model_with_statistics(ModelConfig(layers=2), torch.float64, graph)
+    _, types, edge_index, edge_vec = graph
+    grads = []
+    for name in ("fused", "e3nn"):
+        vec = edge_vec.clone().requires_grad_(True)
+        y = copy.deepcopy(model).set_implementation(name)(types, edge_index, vec)
+        grads.append(torch.autograd.grad(y.sum(), vec)[0])
+    assert torch.allclose(grads[0], grads[1], rtol=0, atol=1e-9)
