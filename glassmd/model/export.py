@@ -1,6 +1,9 @@
 """The model file the LAMMPS plugin and other tools load: one self-contained TorchScript file.
 
-The file loads with plain ``torch.jit.load`` (no glassmd classes needed). Its metadata (cutoff, particle type
+The file needs no glassmd classes, but a model exported with the default ``fused`` implementation calls the
+operator ``glassmd::frame_conv``: load it after ``import glassmd.model`` (or
+``torch.ops.load_library(glassmd.model.fused_kernel.fused_kernel_path())``); a model switched to
+``set_implementation("frame")`` before export loads with plain ``torch.jit.load`` anywhere. Its metadata (cutoff, particle type
 names and order, outputs, label normalisation, model config, versions) is stored twice: as the extra file
 ``metadata.json`` and as the module's ``metadata()`` method, so a C++ or Python caller gets it either way.
 
@@ -23,6 +26,7 @@ from glassmd.atomic import atomic_path
 import glassmd
 from glassmd.errors import ModelFileError
 from glassmd.model.config import ModelConfig
+from glassmd.model.fused_kernel import fused_kernel_available
 from glassmd.model.network import GlassGNN
 
 __all__ = ["ExportedGlassGNN", "export_model", "load_model_file", "model_metadata", "MODEL_FORMAT", "FORMAT_VERSION"]
@@ -213,6 +217,7 @@ def load_model_file(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise ModelFileError(f"model file {str(path)!r} does not exist")
     extra = {_METADATA_FILE: ""}
+    fused_kernel_available()  # registers glassmd::frame_conv, which exported models call
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
