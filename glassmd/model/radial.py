@@ -7,7 +7,42 @@ from typing import Tuple
 import torch
 from torch import nn
 
-__all__ = ["RadialMLP"]
+__all__ = ["RadialMLP", "BitDropout"]
+
+
+class BitDropout(nn.Module):
+    """:class:`torch.nn.Dropout` whose masks for ``p = 0.5`` (the paper's rate) are the bits of one random
+    integer per row.
+
+    The radial MLPs drop half of 16 hidden values on every edge of every layer; torch draws one random number
+    per element, and in a training step on CPU that alone took as long as the whole fused forward pass.
+    Each bit of a uniform integer is an independent fair coin, so the masks have the same distribution with
+    16x fewer draws. Other rates, and rows wider than 30 values, use torch's dropout.
+
+    Parameters
+    ----------
+    p : float
+        Probability of an element to be zeroed.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self.register_buffer("shifts", torch.arange(30, dtype=torch.int32), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p != 0.5 or x.dim() != 2 or x.shape[1] > 30:
+            return nn.functional.dropout(x, self.p, True)
+        draws = torch.randint(0, 1 << 30, (x.shape[0], 1), dtype=torch.int32, device=x.device)
+        keep = (draws >> self.shifts[: x.shape[1]]) & 1
+        return x * keep.to(x.dtype) * 2.0
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class RadialMLP(nn.Module):
@@ -34,7 +69,7 @@ class RadialMLP(nn.Module):
             nn.Linear(n_radial, hidden),
             nn.ReLU(),
             nn.BatchNorm1d(hidden, momentum=momentum),
-            nn.Dropout(dropout),
+            BitDropout(dropout),
             nn.Linear(hidden, n_out),
         ]
         if output_relu:

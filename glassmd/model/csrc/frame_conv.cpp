@@ -124,6 +124,14 @@ struct Strided {
         T* dst = out + f * L;
         for (int lane = 0; lane < n; ++lane) dst[lane] = src[lane];
       }
+    } else if (n == L) {
+      // Full block: one gather load per feature, contiguous stores.
+      const T* base = data + r0 * row_stride;
+      for (int64_t f = 0; f < n_features; ++f) {
+        const T* src = base + f * col_stride;
+        T* dst = out + f * L;
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) dst[lane] = src[lane * row_stride];
+      }
     } else {
       for (int lane = 0; lane < n; ++lane) {
         const T* src = data + (r0 + lane) * row_stride;
