@@ -18,7 +18,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 // Every loop over the lanes of a block is one SIMD operation. Said explicitly: left alone, GCC fully unrolls
 // these 16-iteration loops and re-vectorises across channels with permutes, 10x slower.
@@ -124,6 +129,7 @@ struct Strided {
         T* dst = out + f * L;
         for (int lane = 0; lane < n; ++lane) dst[lane] = src[lane];
       }
+    } else if (n == L && transpose_rows(r0, n_features, out)) {
     } else if (n == L) {
       // Full block: one gather load per feature, contiguous stores.
       const T* base = data + r0 * row_stride;
@@ -141,6 +147,47 @@ struct Strided {
   }
   void block(int64_t r0, int n, int64_t n_features, T* out) const {
     block_impl<64 / sizeof(T)>(r0, n, n_features, out);
+  }
+
+  // 16 row-major float rows transposed 16 x 16 at a time in AVX-512 registers (the frames and radial hidden
+  // values are row-major; gathering them lane by lane was a quarter of the kernel's time). False when this
+  // build or layout has no such path.
+  bool transpose_rows(int64_t r0, int64_t n_features, T* out) const {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float>) {
+      if (col_stride != 1) return false;
+      const float* base = data + r0 * row_stride;
+      for (int64_t f0 = 0; f0 < n_features; f0 += 16) {
+        const int width = static_cast<int>(std::min<int64_t>(16, n_features - f0));
+        const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
+        __m512 r[16], t[16];
+        for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(mask, base + i * row_stride + f0);
+        for (int i = 0; i < 16; i += 2) {
+          t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+          t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 16; i += 4) {
+          r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+          r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+          r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+          r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+        }
+        for (int i = 0; i < 16; i += 8) {
+          for (int j = 0; j < 4; ++j) {
+            t[i + j] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0x88);
+            t[i + j + 4] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0xDD);
+          }
+        }
+        for (int j = 0; j < 8; ++j) {
+          r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+          r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
+        }
+        for (int c = 0; c < width; ++c) _mm512_storeu_ps(out + (f0 + c) * 16, r[c]);
+      }
+      return true;
+    }
+#endif
+    return false;
   }
 };
 
