@@ -1,6 +1,7 @@
 """Time per training epoch on N=1000 configurations (CPU), with the paper's model unless told otherwise.
 
-Uses the reference data set when given (--data DIR of labelled dumps), else synthetic configurations
+Uses the reference data set when given (--data DIR of labelled dumps, split 8:2 into training and validation
+whatever --configs says), else synthetic configurations
 (uniform random at density 1.2, glassmd.train.dataset.synthetic_frames). Prints seconds per epoch and per
 configuration for the forward+backward training pass and for evaluation.
 
@@ -57,16 +58,20 @@ def main() -> None:
         total = time.perf_counter() - start
         import csv
 
+        import json
+
         with open(Path(tmp) / "run" / "metrics.csv") as fh:
             rows = list(csv.DictReader(fh))
+        split = json.loads((Path(tmp) / "run" / "split.json").read_text())
+    n_train, n_val = len(split["train"]), len(split["validation"])
     seconds = [float(r["seconds"]) for r in rows]
     steady = seconds[1:] or seconds
     per_epoch = sum(steady) / len(steady)
     print(f"CPU threads: {torch.get_num_threads()}; model l_max={args.lmax} layers={args.layers}; "
-          f"{args.configs} training configurations of N={args.particles} (+2 validation), batch {args.batch_size}")
+          f"{n_train} training configurations of N={args.particles} (+{n_val} validation), batch {args.batch_size}")
     print(f"first epoch:        {seconds[0]:.2f} s")
-    print(f"epoch (steady):     {per_epoch:.2f} s   = {per_epoch / args.configs:.3f} s per training configuration "
-          "(forward+backward, plus validation)")
+    print(f"epoch (steady):     {per_epoch:.2f} s   = {per_epoch / n_train:.3f} s per training configuration "
+          "(forward+backward, plus its share of validation)")
     print(f"whole run:          {total:.2f} s (graphs, {args.epochs} epochs, export)")
 
 
