@@ -312,6 +312,15 @@ int64_t edge_grain(int64_t n_edges) {
   return std::max<int64_t>(256, n_edges / std::max(1, at::get_num_threads()) + 1);
 }
 
+// t = w[k] x'[src(m, k)] for one non-zero product, per lane.
+template <typename T, int L>
+inline const Entry& weighted_input(const Entry& en, const T* wb, const T* xr, T* t) {
+  const T* wv = wb + en.wcol * L;
+  const T* xv = xr + en.src * L;
+  GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[lane] = wv[lane] * xv[lane];
+  return en;
+}
+
 // z[m][c] = sum over the non-zero products (m, k) of M[m][c][k] w[k] x'[src(m, k)], for one l_out block.
 // CC: the channel count when known at compile time (0: the runtime value C).
 template <typename T, int L, int CC>
@@ -322,11 +331,8 @@ inline void mix_block(const Plan& p, const OutBlock& ob, const T* wb, const T* x
     if (CC > 0) {
       T acc[kMax][L] = {};
       for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
-        const Entry& en = p.entries[q];
-        const T* wv = wb + en.wcol * L;
-        const T* xv = xr + en.src * L;
         T t[L];
-        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[lane] = wv[lane] * xv[lane];
+        const Entry& en = weighted_input<T, L>(p.entries[q], wb, xr, t);
         for (int c = 0; c < kMax; ++c) {
           const T coef = mix[en.mix + c * ob.K];
           GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[c][lane] += coef * t[lane];
@@ -338,11 +344,8 @@ inline void mix_block(const Plan& p, const OutBlock& ob, const T* wb, const T* x
     }
     std::fill(zm, zm + C * L, T(0));
     for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
-      const Entry& en = p.entries[q];
-      const T* wv = wb + en.wcol * L;
-      const T* xv = xr + en.src * L;
       T t[L];
-      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[lane] = wv[lane] * xv[lane];
+      const Entry& en = weighted_input<T, L>(p.entries[q], wb, xr, t);
       for (int64_t c = 0; c < C; ++c) {
         const T coef = mix[en.mix + c * ob.K];
         T* zc = zm + c * L;
