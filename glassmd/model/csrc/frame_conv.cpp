@@ -114,6 +114,76 @@ Plan make_plan(const Tensor& rot_in, const Tensor& lo_meta, const Tensor& src_in
   return p;
 }
 
+// 16 x 16 transposes in AVX-512 registers, between 16 rows of features (one per edge) and the lane-major
+// block layout [feature][16]; gathering or scattering them one float at a time cost a third of the kernel.
+// Both return false (and do nothing) where this build has no such path: then the callers' loops run.
+#if defined(__AVX512F__)
+inline void transpose16(__m512* r) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 16; i += 8) {
+    for (int j = 0; j < 4; ++j) {
+      t[i + j] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0x88);
+      t[i + j + 4] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0xDD);
+    }
+  }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
+  }
+}
+#endif
+
+// out[f * 16 + lane] = rows[lane][f] for f < n_features.
+template <typename T>
+bool rows_to_lanes(const T* const* rows, int64_t n_features, T* out) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t f0 = 0; f0 < n_features; f0 += 16) {
+      const int width = static_cast<int>(std::min<int64_t>(16, n_features - f0));
+      const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(mask, rows[i] + f0);
+      transpose16(r);
+      for (int c = 0; c < width; ++c) _mm512_storeu_ps(out + (f0 + c) * 16, r[c]);
+    }
+    return true;
+  }
+#endif
+  return false;
+}
+
+// rows[lane][f] += in[f * 16 + lane] for f < n_features, lanes in order (rows may repeat).
+template <typename T>
+bool add_lanes_to_rows(const T* in, int64_t n_features, T* const* rows) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t f0 = 0; f0 < n_features; f0 += 16) {
+      const int width = static_cast<int>(std::min<int64_t>(16, n_features - f0));
+      const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
+      __m512 r[16];
+      for (int c = 0; c < 16; ++c) r[c] = c < width ? _mm512_loadu_ps(in + (f0 + c) * 16) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int i = 0; i < 16; ++i) {
+        float* dst = rows[i] + f0;
+        _mm512_mask_storeu_ps(dst, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), r[i]));
+      }
+    }
+    return true;
+  }
+#endif
+  return false;
+}
+
 // A [rows, features] tensor read through its strides.
 template <typename T>
 struct Strided {
@@ -149,45 +219,11 @@ struct Strided {
     block_impl<64 / sizeof(T)>(r0, n, n_features, out);
   }
 
-  // 16 row-major float rows transposed 16 x 16 at a time in AVX-512 registers (the frames and radial hidden
-  // values are row-major; gathering them lane by lane was a quarter of the kernel's time). False when this
-  // build or layout has no such path.
   bool transpose_rows(int64_t r0, int64_t n_features, T* out) const {
-#if defined(__AVX512F__)
-    if constexpr (std::is_same_v<T, float>) {
-      if (col_stride != 1) return false;
-      const float* base = data + r0 * row_stride;
-      for (int64_t f0 = 0; f0 < n_features; f0 += 16) {
-        const int width = static_cast<int>(std::min<int64_t>(16, n_features - f0));
-        const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
-        __m512 r[16], t[16];
-        for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(mask, base + i * row_stride + f0);
-        for (int i = 0; i < 16; i += 2) {
-          t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-          t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-        }
-        for (int i = 0; i < 16; i += 4) {
-          r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-          r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-          r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-          r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-        }
-        for (int i = 0; i < 16; i += 8) {
-          for (int j = 0; j < 4; ++j) {
-            t[i + j] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0x88);
-            t[i + j + 4] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0xDD);
-          }
-        }
-        for (int j = 0; j < 8; ++j) {
-          r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
-          r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
-        }
-        for (int c = 0; c < width; ++c) _mm512_storeu_ps(out + (f0 + c) * 16, r[c]);
-      }
-      return true;
-    }
-#endif
-    return false;
+    if (col_stride != 1) return false;
+    const T* rows[16];
+    for (int i = 0; i < 16 && 64 / sizeof(T) == 16; ++i) rows[i] = data + (r0 + i) * row_stride;
+    return rows_to_lanes(rows, n_features, out);
   }
 };
 
@@ -224,9 +260,11 @@ struct Block {
       std::fill(fr.begin(), fr.end(), T(0));
       std::fill(hb.begin(), hb.end(), T(0));
     }
-    for (int lane = 0; lane < nb; ++lane) {
-      const T* xrow = x + sender[b0 + lane] * p.dim_in;
-      for (int64_t f = 0; f < p.dim_in; ++f) xs[f * L + lane] = xrow[f];
+    const T* xrows[L];
+    for (int lane = 0; lane < nb; ++lane) xrows[lane] = x + sender[b0 + lane] * p.dim_in;
+    if (!(nb == L && L == 16 && rows_to_lanes(xrows, p.dim_in, xs.data()))) {
+      for (int lane = 0; lane < nb; ++lane)
+        for (int64_t f = 0; f < p.dim_in; ++f) xs[f * L + lane] = xrows[lane][f];
     }
     frame.block(b0, nb, p.frame_dim, fr.data());
     hidden.block(b0, nb, static_cast<int64_t>(hb.size() / L), hb.data());
@@ -397,9 +435,11 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
           }
         }
       }
-      for (int lane = 0; lane < nb; ++lane) {
-        T* orow = acc_out + receiver[b0 + lane] * p.dim_out;
-        for (int64_t f = 0; f < p.dim_out; ++f) orow[f] += blk.msg[f * L + lane];
+      T* orows[L];
+      for (int lane = 0; lane < nb; ++lane) orows[lane] = acc_out + receiver[b0 + lane] * p.dim_out;
+      if (!(nb == L && L == 16 && add_lanes_to_rows(blk.msg.data(), p.dim_out, orows))) {
+        for (int lane = 0; lane < nb; ++lane)
+          for (int64_t f = 0; f < p.dim_out; ++f) orows[lane][f] += blk.msg[f * L + lane];
       }
     }
   });
@@ -435,10 +475,12 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
       blk.gather(p, b0, nb, sender, x, hidden, frame);
       blk.radial_weights(p, radial, pre.data());
       blk.rotate_in(p);
-      std::fill(go.begin(), go.end(), T(0));
-      for (int lane = 0; lane < nb; ++lane) {
-        const T* grow = grad_out + receiver[b0 + lane] * p.dim_out;
-        for (int64_t f = 0; f < p.dim_out; ++f) go[f * L + lane] = grow[f];
+      const T* grows[L];
+      for (int lane = 0; lane < nb; ++lane) grows[lane] = grad_out + receiver[b0 + lane] * p.dim_out;
+      if (!(nb == L && L == 16 && rows_to_lanes(grows, p.dim_out, go.data()))) {
+        std::fill(go.begin(), go.end(), T(0));
+        for (int lane = 0; lane < nb; ++lane)
+          for (int64_t f = 0; f < p.dim_out; ++f) go[f * L + lane] = grows[lane][f];
       }
       std::fill(gxr.begin(), gxr.end(), T(0));
       std::fill(gw.begin(), gw.end(), T(0));
@@ -530,12 +572,17 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
           }
         }
       }
+      T* gxrows[L];
+      T* ghrows[L];
       for (int lane = 0; lane < nb; ++lane) {
-        const int64_t e = b0 + lane;
-        T* gxrow = gx_acc + sender[e] * p.dim_in;
-        for (int64_t f = 0; f < p.dim_in; ++f) gxrow[f] += gxs[f * L + lane];
-        T* ghrow = grad_hidden + e * H;
-        for (int64_t h = 0; h < H; ++h) ghrow[h] = gh[h * L + lane];
+        gxrows[lane] = gx_acc + sender[b0 + lane] * p.dim_in;
+        ghrows[lane] = grad_hidden + (b0 + lane) * H;  // zero-initialised
+      }
+      if (!(nb == L && L == 16 && add_lanes_to_rows(gxs, p.dim_in, gxrows) && add_lanes_to_rows(gh, H, ghrows))) {
+        for (int lane = 0; lane < nb; ++lane) {
+          for (int64_t f = 0; f < p.dim_in; ++f) gxrows[lane][f] += gxs[f * L + lane];
+          for (int64_t h = 0; h < H; ++h) ghrows[lane][h] += gh[h * L + lane];
+        }
       }
     }
     std::vector<T>& mine = param_grad_per_thread[at::get_thread_num()];
@@ -624,7 +671,7 @@ Tensor forward_cpu(const Call& a) {
 std::vector<Tensor> backward_cpu(const Tensor& grad_out_in, const Call& a) {
   auto grad_out = grad_out_in.contiguous();
   auto grad_x = at::zeros_like(a.x);
-  auto grad_hidden = at::empty({a.n_edges(), a.hidden.size(1)}, a.hidden.options());
+  auto grad_hidden = at::zeros({a.n_edges(), a.hidden.size(1)}, a.hidden.options());
   auto grad_w = at::empty_like(a.radial_weight);
   auto grad_b = at::empty_like(a.radial_bias);
   auto grad_mix = at::empty_like(a.mix);
