@@ -97,10 +97,9 @@ class ExportedGlassGNN(nn.Module):
             raise RuntimeError("edge vectors contain NaN or inf: check the positions")
         edge_vec = edge_vec.to(self.model.label_mean.dtype)
         sh, radial = self.model.edge_embedding(edge_vec)
-        # Feature-major ([E, width] view of a [width, E] tensor), as the kernels read them.
         if self._use_edge_frames:
-            return torch.cat([sh.t(), radial.t(), self.model.edge_frames(edge_vec).t()], dim=0).t()
-        return torch.cat([sh.t(), radial.t()], dim=0).t()
+            return torch.cat([sh, radial, self.model.edge_frames(edge_vec)], dim=1)
+        return torch.cat([sh, radial], dim=1)
 
     def _edge_frame(self, edge_feat: torch.Tensor) -> Optional[torch.Tensor]:
         if self._use_edge_frames:
