@@ -51,6 +51,7 @@ def config_from_args(args) -> "ModelConfig":
 
 def _info(args) -> int:
     from glassmd.model import GlassGNN, count_parameters
+    from glassmd.model.fused_kernel import fused_kernel_path
 
     config = config_from_args(args)
     model = GlassGNN(config)
@@ -59,6 +60,8 @@ def _info(args) -> int:
     print(f"triplets per layer: first {model.layers[0].conv.n_paths}, then "
           f"{model.layers[-1].conv.n_paths if config.layers > 1 else '-'}")
     print(f"parameters: {count_parameters(model)}")
+    kernel = fused_kernel_path()
+    print(f"CPU kernel: {'fused (' + str(kernel) + ')' if kernel else 'torch ops (glassmd was built without its kernel)'}")
     return 0
 
 
