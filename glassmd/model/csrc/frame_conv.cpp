@@ -17,6 +17,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -199,7 +200,8 @@ struct Strided {
         T* dst = out + f * L;
         for (int lane = 0; lane < n; ++lane) dst[lane] = src[lane];
       }
-    } else if (n == L && transpose_rows(r0, n_features, out)) {
+    } else if (n == L && L == 16 && col_stride == 1 && rows_to_lanes(row_pointers<L>(r0).data(), n_features, out)) {
+      // done in registers
     } else if (n == L) {
       // Full block: one gather load per feature, contiguous stores.
       const T* base = data + r0 * row_stride;
@@ -219,11 +221,11 @@ struct Strided {
     block_impl<64 / sizeof(T)>(r0, n, n_features, out);
   }
 
-  bool transpose_rows(int64_t r0, int64_t n_features, T* out) const {
-    if (col_stride != 1) return false;
-    const T* rows[16];
-    for (int i = 0; i < 16 && 64 / sizeof(T) == 16; ++i) rows[i] = data + (r0 + i) * row_stride;
-    return rows_to_lanes(rows, n_features, out);
+  template <int L>
+  std::array<const T*, L> row_pointers(int64_t r0) const {
+    std::array<const T*, L> rows;
+    for (int i = 0; i < L; ++i) rows[i] = data + (r0 + i) * row_stride;
+    return rows;
   }
 };
 
