@@ -299,23 +299,29 @@ struct Block {
   }
 
   // x' = D^T x for every l >= 1 block of the sender's features; l = 0 features are copied.
-  void rotate_in(const Plan& p) {
+  void rotate_in(const Plan& p) { rotate_inputs<true>(p, xs.data(), xr.data()); }
+
+  // out = D^T in (to_edge_frame) or D in (back to the sender's frame, for gradients) for every l >= 1
+  // block of an input-feature vector; l = 0 features are copied.
+  // (A template parameter: with a runtime flag the index arithmetic is not hoisted, about 10% slower.)
+  template <bool to_edge_frame>
+  void rotate_inputs(const Plan& p, const T* in, T* out) const {
     for (int64_t f = 0; f < p.dim_in; ++f)
       if (!p.rotated[f])
-        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) xr[f * L + lane] = xs[f * L + lane];
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) out[f * L + lane] = in[f * L + lane];
     for (const RotBlock& b : p.rot) {
       const int64_t d = 2 * b.l + 1;
+      const int64_t row_step = to_edge_frame ? 1 : d, col_step = to_edge_frame ? d : 1;
       for (int64_t u = 0; u < b.mul; ++u) {
-        const T* in = xs.data() + (b.off + u * d) * L;
-        T* out = xr.data() + (b.off + u * d) * L;
-        for (int64_t a = 0; a < d; ++a) {
+        const T* v = in + (b.off + u * d) * L;
+        T* o = out + (b.off + u * d) * L;
+        for (int64_t i = 0; i < d; ++i) {
           T acc[L] = {};
-          for (int64_t bb = 0; bb < d; ++bb) {
-            const T* D = fr.data() + (b.frame_off + bb * d + a) * L;
-            const T* v = in + bb * L;
-            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] += D[lane] * v[lane];
+          for (int64_t j = 0; j < d; ++j) {
+            const T* D = fr.data() + (b.frame_off + i * row_step + j * col_step) * L;
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] += D[lane] * v[j * L + lane];
           }
-          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) out[a * L + lane] = acc[lane];
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[i * L + lane] = acc[lane];
         }
       }
     }
@@ -534,24 +540,7 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
       }
       // Rotated-input gradient back to the sender's frame: gx[u][b] = sum_a D[b][a] gxr[u][a].
       T* gxs = blk.xs.data();  // the gathered inputs are no longer needed
-      for (int64_t f = 0; f < p.dim_in; ++f)
-        if (!p.rotated[f])
-          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) gxs[f * L + lane] = gxr[f * L + lane];
-      for (const RotBlock& b : p.rot) {
-        const int64_t d = 2 * b.l + 1;
-        for (int64_t u = 0; u < b.mul; ++u) {
-          const T* in = gxr.data() + (b.off + u * d) * L;
-          T* out = gxs + (b.off + u * d) * L;
-          for (int64_t bb = 0; bb < d; ++bb) {
-            T acc[L] = {};
-            for (int64_t a = 0; a < d; ++a) {
-              const T* D = blk.fr.data() + (b.frame_off + bb * d + a) * L;
-              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] += D[lane] * in[a * L + lane];
-            }
-            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) out[bb * L + lane] = acc[lane];
-          }
-        }
-      }
+      blk.template rotate_inputs<false>(p, gxr.data(), gxs);
       // Through the radial layer: gw -> pre-activation -> (hidden, W, b). Lanes past nb have zero
       // hidden values and zero output gradients, so they add nothing.
       T* gh = ghid.data();
