@@ -62,7 +62,7 @@ struct Plan {
 
 Plan make_plan(const Tensor& rot_in, const Tensor& lo_meta, const Tensor& src_index, const Tensor& weight_index,
                const Tensor& active, int64_t dim_in, int64_t dim_out, int64_t channels, int64_t n_w,
-               int64_t frame_dim) {
+               int64_t frame_dim, int64_t mix_numel) {
   Plan p;
   p.dim_in = dim_in;
   p.dim_out = dim_out;
@@ -104,10 +104,11 @@ Plan make_plan(const Tensor& rot_in, const Tensor& lo_meta, const Tensor& src_in
       b.entry_begin.push_back(static_cast<int64_t>(p.entries.size()));
       for (int64_t k = 0; k < b.K; ++k) {
         const int64_t q = s_off + mm * b.K + k;
-        TORCH_CHECK(q < src.numel() && q < act.numel(), "frame_conv: bad source plan");
+        TORCH_CHECK(q < src.numel() && q < act.numel() && w_off + k < widx.numel(), "frame_conv: bad source plan");
         if (!a[q]) continue;
         Entry e{s[q], w[w_off + k], b.mix_off + mm * channels * b.K + k};
         TORCH_CHECK(e.src >= 0 && e.src < dim_in && e.wcol >= 0 && e.wcol < n_w, "frame_conv: bad index plan");
+        TORCH_CHECK(e.mix >= 0 && e.mix + (channels - 1) * b.K < mix_numel, "frame_conv: mixing matrices too short");
         p.entries.push_back(e);
       }
     }
@@ -637,7 +638,7 @@ struct Call {
       TORCH_CHECK(lo >= 0 && hi < x.size(0), "frame_conv: edge_index out of range [0, ", x.size(0), ")");
     }
     plan = make_plan(k.rot_in, k.lo_meta, k.src_index, k.weight_index, k.active, x.size(1), k.dim_out, k.channels,
-                     radial_weight.size(0), frame.size(1));
+                     radial_weight.size(0), frame.size(1), mix.numel());
   }
 
   int64_t n_edges() const { return edge_index.size(1); }

@@ -233,3 +233,16 @@ def test_positions_gradient_falls_back_to_torch_kernel():
         y = copy.deepcopy(model).set_implementation(name)(types, edge_index, vec)
         grads.append(torch.autograd.grad(y.sum(), vec)[0])
     assert torch.allclose(grads[0], grads[1], rtol=0, atol=1e-9)
+
+
+def test_fused_kernel_rejects_a_plan_that_does_not_fit_its_tensors():
+    """Tables that disagree with the tensors they index give an error, never a read out of bounds."""
+    graph = random_configuration(150, torch.float32, seed=8)
+    model = model_with_statistics(ModelConfig(layers=2), torch.float32, graph)
+    _, types, edge_index, edge_vec = graph
+    kernel = model.layers[1].conv.frame_kernel
+    kernel.mix_index = kernel.mix_index[:10]
+    kernel.mix_coef = kernel.mix_coef[:10]
+    with pytest.raises(RuntimeError, match="mixing matrices too short"):
+        with torch.no_grad():
+            model(types, edge_index, edge_vec)
