@@ -82,7 +82,7 @@ class RadialMLP(nn.Module):
     def hidden(self, radial: torch.Tensor) -> torch.Tensor:
         """The 16-wide hidden features (after batch norm and dropout): what the fused kernel takes, applying
         the last layer itself (:meth:`last_layer`, ``output_relu``)."""
-        return self.net[3](self.net[2](torch.relu(self.net[0](radial))))
+        return self.net[3](self.net[2](self.net[1](self.net[0](radial))))
 
     def last_layer(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Weight and bias of the last linear layer."""
