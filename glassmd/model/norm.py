@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import List
+from typing import Callable, Iterable, List
 
 import torch
 from e3nn import o3
 from torch import nn
 
-__all__ = ["EquivariantBatchNorm"]
+__all__ = ["EquivariantBatchNorm", "recalibrate_batch_norm"]
 
 
 class EquivariantBatchNorm(nn.Module):
@@ -89,3 +89,51 @@ class EquivariantBatchNorm(nn.Module):
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.irreps_in}, momentum={self.momentum})"
+
+
+_BATCH_NORMS = (EquivariantBatchNorm, nn.modules.batchnorm._BatchNorm)
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(net: nn.Module, batches: Iterable, forward: Callable[[nn.Module, object], object]) -> int:
+    """Replace the running statistics of every batch norm in ``net`` by their plain average over ``batches``,
+    computed with dropout off.
+
+    Why: in training, dropout drops half of the radial hidden values and doubles the rest, which keeps
+    their mean but not their variance. The running statistics gathered during training therefore describe
+    features that evaluation (no dropout) never produces, and the shift compounds through the layers: the
+    predictions keep their correlation with the labels but lose their scale (a validation MSE above the
+    label variance). Statistics re-measured in evaluation conditions remove the mismatch.
+
+    Parameters
+    ----------
+    net : nn.Module
+        The network; its modes and the momenta of its batch norms are restored afterwards.
+    batches : iterable
+        Inputs, each passed to ``forward(net, batch)``; statistics are per batch as in training, then averaged.
+    forward : callable
+
+    Returns
+    -------
+    int
+        The number of batches used (0 leaves the statistics untouched).
+    """
+    norms = [m for m in net.modules() if isinstance(m, _BATCH_NORMS)]
+    modes = {m: m.training for m in net.modules()}
+    momenta = {m: m.momentum for m in norms}
+    count = 0
+    try:
+        for m in net.modules():
+            # Batch norms measure the batch; everything else (dropout) behaves as at evaluation.
+            m.train(isinstance(m, _BATCH_NORMS))
+        for batch in batches:
+            for m in norms:
+                m.momentum = 1.0 / (count + 1)  # running = mean of the batch statistics so far
+            forward(net, batch)
+            count += 1
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+    return count

@@ -8,7 +8,7 @@ The file has these sections (every key optional; anything absent keeps its defau
     model:      ...             # glassmd.model.ModelConfig fields (see below)
     optimizer:  {lr, betas, weight_decay}
     scheduler:  {milestones, gamma}
-    training:   {epochs, batch_size, forward_size, seed, dtype, deterministic}
+    training:   {epochs, batch_size, forward_size, seed, dtype, deterministic, bn_recalibration}
     split:      {train, validation, test, seed}
     evaluation: {bootstrap_samples, confidence, baseline}
 
@@ -69,7 +69,7 @@ def default_config_dict() -> dict[str, Any]:
         "optimizer": {"lr": 1.0e-3, "betas": [0.95, 0.999], "weight_decay": 1.0e-7},
         "scheduler": {"milestones": [40, 70, 100, 130], "gamma": 0.5},
         "training": {"epochs": 150, "batch_size": 1, "forward_size": None, "seed": 0, "dtype": "float32",
-                     "deterministic": True},
+                     "deterministic": True, "bn_recalibration": 32},
         "split": {"train": 0.5, "validation": 0.4, "test": 0.1, "seed": 0},
         "evaluation": {"bootstrap_samples": 5000, "confidence": 0.95, "baseline": True},
     }
@@ -261,6 +261,8 @@ class TrainConfig:
         _require(_is_int(tr["seed"]) and tr["seed"] >= 0, "training.seed", tr["seed"], "an integer >= 0")
         _require(tr["dtype"] in ("float32", "float64"), "training.dtype", tr["dtype"], "'float32' or 'float64'")
         _require(isinstance(tr["deterministic"], bool), "training.deterministic", tr["deterministic"], "true or false")
+        _require(_is_int(tr["bn_recalibration"]) and tr["bn_recalibration"] >= 0, "training.bn_recalibration",
+                 tr["bn_recalibration"], "an integer >= 0")
 
         sp = self.split
         for key in ("train", "validation", "test"):

@@ -21,8 +21,9 @@ Distributed (``torchrun --nproc_per_node K -m glassmd.train ...``): a step takes
 configurations; process r takes the r-th slice of ``batch_size / K`` of them, forwards them in chunks of
 ``forward_size`` (batch-norm statistics are per chunk, hence per process: no SyncBatchNorm), and
 DistributedDataParallel averages the gradients. With equal ``forward_size`` this is the gradient one
-process computes for the same batch, up to floating-point rounding. Batch-norm running averages (used at
-evaluation) follow rank 0's chunks (DDP broadcasts rank 0's buffers).
+process computes for the same batch, up to floating-point rounding. After each epoch the batch-norm
+running statistics (used at evaluation) are re-measured without dropout on the same training
+configurations by every process (``training.bn_recalibration``), so all processes evaluate one model.
 """
 
 from __future__ import annotations
@@ -485,6 +486,24 @@ class _Run:
         self.dist.all_reduce_sum(moments)
         return moments.cpu().numpy(), lr
 
+    def recalibrate_batch_norm(self) -> None:
+        """Running statistics re-measured without dropout on a fixed sample of training configurations (see
+        :func:`glassmd.model.norm.recalibrate_batch_norm`). Every process uses the same sample, so the
+        statistics agree across processes; a frozen backbone keeps the statistics it came with."""
+        from glassmd.model.norm import recalibrate_batch_norm
+
+        count = min(int(self.config.training["bn_recalibration"]), len(self.train_set))
+        if count == 0 or self.freeze_backbone:
+            return
+        sample = np.random.default_rng(_derived_seed(self.seed, 3)).permutation(len(self.train_set))[:count]
+        groups = [sample[c : c + self.forward_size] for c in range(0, count, self.forward_size)]
+
+        def forward(net, group):
+            data = collate([self.train_set[i] for i in group]).to(self.device)
+            net(data.types, data.edge_index, data.edge_vec)
+
+        recalibrate_batch_norm(self.net, groups, forward)
+
     @torch.no_grad()
     def predict(self, configurations: Sequence[Configuration]) -> list[torch.Tensor]:
         """Normalised predictions of each configuration (eval mode), on this process."""
@@ -544,6 +563,7 @@ class _Run:
         while self.epoch < stop:
             start = time.perf_counter()
             train_m, lr = self.train_epoch(self.epoch)
+            self.recalibrate_batch_norm()
             val_m = self.validate()
             self.scheduler.step()
             self.epoch += 1
