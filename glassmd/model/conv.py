@@ -123,6 +123,21 @@ class EquivariantConv(nn.Module):
     def _fused_forward(
         self, x: torch.Tensor, edge_index: torch.Tensor, edge_radial: torch.Tensor, edge_frame: torch.Tensor
     ) -> torch.Tensor:
+        if not self.training and not torch.is_grad_enabled():
+            # Evaluation: the whole radial MLP runs per edge inside the kernel (batch norm folded).
+            first_weight, first_bias, last_weight, last_bias = self.radial.evaluation_layers()
+            return self.frame_kernel.fused_eval(
+                x,
+                edge_index,
+                edge_radial,
+                first_weight,
+                first_bias,
+                last_weight,
+                last_bias,
+                self.radial.output_relu,
+                edge_frame,
+                self.mix.weight,
+            )
         # The radial MLP up to its last layer runs here (batch norm and dropout need all edges in training);
         # the last layer, the widest array of the model, is evaluated inside the kernel.
         weight, bias = self.radial.last_layer()

@@ -318,6 +318,42 @@ class FrameConvKernel(nn.Module):
             self.channels,
         )
 
+    def fused_eval(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_radial: torch.Tensor,
+        first_weight: torch.Tensor,
+        first_bias: torch.Tensor,
+        radial_weight: torch.Tensor,
+        radial_bias: torch.Tensor,
+        radial_output_relu: bool,
+        edge_frame: torch.Tensor,
+        mix_weight: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`fused` for evaluation without gradients: the kernel ``glassmd::frame_conv_eval`` also runs the
+        first radial layer, from the Bessel basis ``edge_radial`` (batch norm folded by
+        :meth:`RadialMLP.evaluation_layers`)."""
+        return torch.ops.glassmd.frame_conv_eval(
+            x,
+            edge_index,
+            edge_radial,
+            first_weight,
+            first_bias,
+            radial_weight,
+            radial_bias,
+            radial_output_relu,
+            edge_frame,
+            self.mix_matrices(mix_weight),
+            self.rot_in_table,
+            self.lo_meta_table,
+            self.src_index,
+            self.weight_index,
+            self.active,
+            self.dim_out,
+            self.channels,
+        )
+
     def messages(
         self,
         x_t: torch.Tensor,

@@ -84,6 +84,23 @@ class RadialMLP(nn.Module):
         the last layer itself (:meth:`last_layer`, ``output_relu``)."""
         return self.net[3](self.net[2](self.net[1](self.net[0](radial))))
 
+    def evaluation_layers(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(W1, b1, W2', b2')``: the MLP at evaluation is ``[relu](W2' relu(W1 B + b1) + b2')``.
+
+        In eval mode dropout is the identity and batch norm is the affine map ``h -> a h + c`` of its running
+        statistics, which folds into the last layer (``W2' = W2 diag(a)``, ``b2' = b2 + W2 c``); the fused
+        evaluation kernel then computes the whole MLP per edge from the Bessel basis.
+        """
+        first = self.net[0]
+        norm = self.net[2]
+        last = self.net[4]
+        running_mean, running_var = norm.running_mean, norm.running_var
+        gamma, beta = norm.weight, norm.bias
+        assert running_mean is not None and running_var is not None and gamma is not None and beta is not None
+        scale = gamma * torch.rsqrt(running_var + norm.eps)
+        shift = beta - running_mean * scale
+        return first.weight, first.bias, last.weight * scale[None, :], last.bias + torch.mv(last.weight, shift)
+
     def last_layer(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Weight and bias of the last linear layer."""
         last = self.net[4]

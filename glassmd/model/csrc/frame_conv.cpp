@@ -243,27 +243,42 @@ struct Radial {
   bool output_relu;
 };
 
+// The first radial layer, hidden = relu(W1 B + b1), for evaluation (frame_conv_eval): the batch norm that
+// follows it in the network is folded into the last layer by the caller, and dropout is off, so the hidden
+// values of a block come from the edge's Bessel basis alone and no [E, hidden] array is written per layer.
+template <typename T>
+struct FirstLayer {
+  const T* weight;  // [hidden, n_in]
+  const T* bias;    // [hidden]
+  int64_t n_in;
+};
+
+constexpr int64_t kRotGroup = 4;
+
 // Gathers of one block of edges into lane-major buffers [feature][L]; missing lanes are zero.
 template <typename T, int L>
 struct Block {
-  std::vector<T> xs, xr, fr, hb, wb, z, msg;
-  Block(const Plan& p, int64_t z_size, int64_t hidden)
+  std::vector<T> xs, xr, fr, hb, wb, z, msg, rb;
+  Block(const Plan& p, int64_t z_size, int64_t hidden, int64_t n_basis = 0)
       : xs(p.dim_in * L),
         xr(p.dim_in * L),
         fr(p.frame_dim * L),
         hb(hidden * L),
         wb(p.n_w * L),
         z(z_size * L),
-        msg(p.dim_out * L) {}
+        msg(p.dim_out * L),
+        rb(n_basis * L) {}
 
   // Edges b0 .. b0+nb-1. Weights and frames are read through their strides: with the edge stride 1
   // (feature-major storage, as the model produces them) every feature of a block is one contiguous load.
+  // With `first`, `hidden` holds the radial basis and the hidden values are computed from it.
   void gather(const Plan& p, int64_t b0, int nb, const int64_t* sender, const T* x, const Strided<T>& hidden,
-              const Strided<T>& frame) {
+              const Strided<T>& frame, const FirstLayer<T>* first = nullptr) {
     if (nb < L) {
       std::fill(xs.begin(), xs.end(), T(0));
       std::fill(fr.begin(), fr.end(), T(0));
       std::fill(hb.begin(), hb.end(), T(0));
+      std::fill(rb.begin(), rb.end(), T(0));
     }
     const T* xrows[L];
     for (int lane = 0; lane < nb; ++lane) xrows[lane] = x + sender[b0 + lane] * p.dim_in;
@@ -272,11 +287,28 @@ struct Block {
         for (int64_t f = 0; f < p.dim_in; ++f) xs[f * L + lane] = xrows[lane][f];
     }
     frame.block(b0, nb, p.frame_dim, fr.data());
-    hidden.block(b0, nb, static_cast<int64_t>(hb.size() / L), hb.data());
+    if (first == nullptr) {
+      hidden.block(b0, nb, static_cast<int64_t>(hb.size() / L), hb.data());
+      return;
+    }
+    hidden.block(b0, nb, first->n_in, rb.data());
+    const int64_t H = static_cast<int64_t>(hb.size() / L);
+    for (int64_t h = 0; h < H; ++h) {
+      T acc[L];
+      const T b = first->bias[h];
+      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] = b;
+      for (int64_t r = 0; r < first->n_in; ++r) {
+        const T c = first->weight[h * first->n_in + r];
+        const T* bv = rb.data() + r * L;
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] += c * bv[lane];
+      }
+      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) hb[h * L + lane] = acc[lane] > T(0) ? acc[lane] : T(0);
+    }
   }
 
   // wb = [relu](W hb + b). With `pre`, also the pre-activation values (for the backward pass).
   void radial_weights(const Plan& p, const Radial<T>& r, T* pre = nullptr) {
+    if (radial_weights_in_registers(p, r, pre)) return;
     for (int64_t k = 0; k < p.n_w; ++k) {
       T acc[L];
       const T b = r.bias[k];
@@ -299,6 +331,32 @@ struct Block {
     }
   }
 
+  // The paper's 16 hidden values of 16 edges fill 16 AVX-512 registers, loaded once for all n_w outputs;
+  // each output is then 16 FMAs with a broadcast weight. (The generic loop reloads them for every output.)
+  bool radial_weights_in_registers(const Plan& p, const Radial<T>& r, T* pre) {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float> && L == 16) {
+      if (r.hidden != 16) return false;
+      __m512 h[16];
+      for (int i = 0; i < 16; ++i) h[i] = _mm512_loadu_ps(hb.data() + i * 16);
+      const __m512 zero = _mm512_setzero_ps();
+      for (int64_t k = 0; k < p.n_w; ++k) {
+        const float* wk = r.weight + k * 16;
+        __m512 acc0 = _mm512_set1_ps(r.bias[k]), acc1 = _mm512_setzero_ps();
+        for (int i = 0; i < 16; i += 2) {  // two chains: FMA latency, not throughput, bounds one chain
+          acc0 = _mm512_fmadd_ps(_mm512_set1_ps(wk[i]), h[i], acc0);
+          acc1 = _mm512_fmadd_ps(_mm512_set1_ps(wk[i + 1]), h[i + 1], acc1);
+        }
+        const __m512 acc = _mm512_add_ps(acc0, acc1);
+        if (pre != nullptr) _mm512_storeu_ps(pre + k * 16, acc);
+        _mm512_storeu_ps(wb.data() + k * 16, r.output_relu ? _mm512_max_ps(acc, zero) : acc);
+      }
+      return true;
+    }
+#endif
+    return false;
+  }
+
   // x' = D^T x for every l >= 1 block of the sender's features; l = 0 features are copied.
   void rotate_in(const Plan& p) { rotate_inputs<true>(p, xs.data(), xr.data()); }
 
@@ -310,19 +368,23 @@ struct Block {
     for (int64_t f = 0; f < p.dim_in; ++f)
       if (!p.rotated[f])
         GLASSMD_LANES for (int lane = 0; lane < L; ++lane) out[f * L + lane] = in[f * L + lane];
+    // Channels in groups of kRotGroup share each load of a rotation entry (the loads, not the FMAs, bound it).
     for (const RotBlock& b : p.rot) {
       const int64_t d = 2 * b.l + 1;
       const int64_t row_step = to_edge_frame ? 1 : d, col_step = to_edge_frame ? d : 1;
-      for (int64_t u = 0; u < b.mul; ++u) {
-        const T* v = in + (b.off + u * d) * L;
-        T* o = out + (b.off + u * d) * L;
+      for (int64_t u0 = 0; u0 < b.mul; u0 += kRotGroup) {
+        const int64_t nu = std::min<int64_t>(kRotGroup, b.mul - u0);
+        const T* v = in + (b.off + u0 * d) * L;
+        T* o = out + (b.off + u0 * d) * L;
         for (int64_t i = 0; i < d; ++i) {
-          T acc[L] = {};
+          T acc[kRotGroup][L] = {};
           for (int64_t j = 0; j < d; ++j) {
             const T* D = fr.data() + (b.frame_off + i * row_step + j * col_step) * L;
-            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] += D[lane] * v[j * L + lane];
+            for (int64_t u = 0; u < nu; ++u)
+              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[u][lane] += D[lane] * v[(u * d + j) * L + lane];
           }
-          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[i * L + lane] = acc[lane];
+          for (int64_t u = 0; u < nu; ++u)
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[(u * d + i) * L + lane] = acc[u][lane];
         }
       }
     }
@@ -407,17 +469,17 @@ inline void mix_block(const Plan& p, const OutBlock& ob, const T* wb, const T* x
 template <typename T, int L>
 void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* sender, const int64_t* receiver,
                     int64_t n_edges, const Strided<T>& hidden, const Radial<T>& radial, const Strided<T>& frame,
-                    const T* mix, T* out) {
+                    const T* mix, T* out, const FirstLayer<T>* first = nullptr) {
   const int64_t C = p.channels;
   int64_t max_d = 1;
   for (const auto& b : p.blocks) max_d = std::max(max_d, b.d);
   ThreadSums<T> sums(out, n_nodes, p.dim_out, at::get_num_threads());
   at::parallel_for(0, n_edges, edge_grain(n_edges), [&](int64_t e_begin, int64_t e_end) {
     T* acc_out = sums.mine();
-    Block<T, L> blk(p, max_d * C, radial.hidden);
+    Block<T, L> blk(p, max_d * C, radial.hidden, first != nullptr ? first->n_in : 0);
     for (int64_t b0 = e_begin; b0 < e_end; b0 += L) {
       const int nb = static_cast<int>(std::min<int64_t>(L, e_end - b0));
-      blk.gather(p, b0, nb, sender, x, hidden, frame);
+      blk.gather(p, b0, nb, sender, x, hidden, frame, first);
       blk.radial_weights(p, radial);
       blk.rotate_in(p);
       for (const OutBlock& ob : p.blocks) {
@@ -429,20 +491,27 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
           default: mix_block<T, L, 0>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C);
         }
         // Back to the global frame, written in e3nn's (l_out, channel, m) layout.
-        for (int64_t c = 0; c < C; ++c) {
-          for (int64_t mp = 0; mp < ob.d; ++mp) {
-            T* o = blk.msg.data() + (ob.out_off + c * ob.d + mp) * L;
-            if (ob.lo == 0) {
-              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = z[c * L + lane];
-              continue;
+        if (ob.lo == 0) {
+          for (int64_t c = 0; c < C; ++c) {
+            T* o = blk.msg.data() + (ob.out_off + c) * L;
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = z[c * L + lane];
+          }
+        } else {
+          for (int64_t c0 = 0; c0 < C; c0 += kRotGroup) {
+            const int64_t nc = std::min<int64_t>(kRotGroup, C - c0);
+            for (int64_t mp = 0; mp < ob.d; ++mp) {
+              T acc[kRotGroup][L] = {};
+              for (int64_t m = 0; m < ob.d; ++m) {
+                const T* D = blk.fr.data() + (ob.frame_off + mp * ob.d + m) * L;
+                const T* zz = z + (m * C + c0) * L;
+                for (int64_t c = 0; c < nc; ++c)
+                  GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[c][lane] += D[lane] * zz[c * L + lane];
+              }
+              for (int64_t c = 0; c < nc; ++c) {
+                T* o = blk.msg.data() + (ob.out_off + (c0 + c) * ob.d + mp) * L;
+                GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = acc[c][lane];
+              }
             }
-            T acc[L] = {};
-            for (int64_t m = 0; m < ob.d; ++m) {
-              const T* D = blk.fr.data() + (ob.frame_off + mp * ob.d + m) * L;
-              const T* zz = z + (m * C + c) * L;
-              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] += D[lane] * zz[lane];
-            }
-            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = acc[lane];
           }
         }
       }
@@ -611,9 +680,11 @@ struct Call {
   Tensor x, edge_index, hidden, radial_weight, radial_bias, frame, mix;
   bool output_relu;
   Plan plan;
+  Tensor first_weight, first_bias;  // defined for frame_conv_eval: `hidden` is then the radial basis
 
   Call(const Tensor& x_in, const Tensor& edge_index_in, const Tensor& hidden_in, const Tensor& w_in,
-       const Tensor& b_in, bool relu, const Tensor& frame_in, const Tensor& mix_in, const Consts& k)
+       const Tensor& b_in, bool relu, const Tensor& frame_in, const Tensor& mix_in, const Consts& k,
+       const Tensor& first_w = Tensor(), const Tensor& first_b = Tensor())
       : x(x_in.contiguous()),
         edge_index(edge_index_in.to(at::kLong).contiguous()),
         hidden(hidden_in),
@@ -621,16 +692,26 @@ struct Call {
         radial_bias(b_in.contiguous()),
         frame(frame_in),
         mix(mix_in.contiguous()),
-        output_relu(relu) {
+        output_relu(relu),
+        first_weight(first_w.defined() ? first_w.contiguous() : first_w),
+        first_bias(first_b.defined() ? first_b.contiguous() : first_b) {
     TORCH_CHECK(x.device().is_cpu(), "glassmd::frame_conv runs on the CPU; use the torch kernel on ", x.device());
     TORCH_CHECK(x.dim() == 2 && hidden.dim() == 2 && frame.dim() == 2 && mix.dim() == 1, "frame_conv: bad ranks");
     TORCH_CHECK(edge_index.dim() == 2 && edge_index.size(0) == 2, "frame_conv: edge_index must be [2, E]");
     const int64_t n_edges = edge_index.size(1);
     TORCH_CHECK(hidden.size(0) == n_edges && frame.size(0) == n_edges,
                 "frame_conv: radial features and frames need one row per edge");
-    TORCH_CHECK(radial_weight.dim() == 2 && radial_weight.size(1) == hidden.size(1) && radial_bias.dim() == 1 &&
+    const int64_t hidden_width = first_weight.defined() ? first_weight.size(0) : hidden.size(1);
+    TORCH_CHECK(radial_weight.dim() == 2 && radial_weight.size(1) == hidden_width && radial_bias.dim() == 1 &&
                     radial_bias.size(0) == radial_weight.size(0),
                 "frame_conv: radial layer shapes disagree");
+    if (first_weight.defined()) {
+      TORCH_CHECK(first_weight.dim() == 2 && first_weight.size(1) == hidden.size(1) && first_bias.dim() == 1 &&
+                      first_bias.size(0) == first_weight.size(0),
+                  "frame_conv_eval: first radial layer shapes disagree with the basis");
+      for (const Tensor* t : {&first_weight, &first_bias})
+        TORCH_CHECK(t->scalar_type() == x.scalar_type(), "frame_conv: all float inputs must have one dtype");
+    }
     for (const Tensor* t : {&hidden, &radial_weight, &radial_bias, &frame, &mix})
       TORCH_CHECK(t->scalar_type() == x.scalar_type(), "frame_conv: all float inputs must have one dtype");
     if (n_edges > 0) {
@@ -654,9 +735,13 @@ Tensor forward_cpu(const Call& a) {
   auto out = at::zeros({a.x.size(0), a.plan.dim_out}, a.x.options());
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "glassmd_frame_conv", [&] {
     constexpr int L = 64 / sizeof(scalar_t);
+    FirstLayer<scalar_t> first{};
+    if (a.first_weight.defined())
+      first = {a.first_weight.data_ptr<scalar_t>(), a.first_bias.data_ptr<scalar_t>(), a.first_weight.size(1)};
     forward_kernel<scalar_t, L>(a.plan, a.x.data_ptr<scalar_t>(), a.x.size(0), a.sender(), a.receiver(),
                                 a.n_edges(), Strided<scalar_t>(a.hidden), a.radial<scalar_t>(),
-                                Strided<scalar_t>(a.frame), a.mix.data_ptr<scalar_t>(), out.data_ptr<scalar_t>());
+                                Strided<scalar_t>(a.frame), a.mix.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                a.first_weight.defined() ? &first : nullptr);
   });
   return out;
 }
@@ -687,6 +772,34 @@ Tensor frame_conv_cpu(const Tensor& x, const Tensor& edge_index, const Tensor& h
                       const Tensor& weight_index, const Tensor& active, int64_t dim_out, int64_t channels) {
   return forward_cpu(Call(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame, mix,
                           Consts{rot_in, lo_meta, src_index, weight_index, active, dim_out, channels}));
+}
+
+// Evaluation only: the whole radial MLP inside the kernel (see FirstLayer). No gradients.
+Tensor frame_conv_eval_cpu(const Tensor& x, const Tensor& edge_index, const Tensor& basis, const Tensor& first_weight,
+                           const Tensor& first_bias, const Tensor& radial_weight, const Tensor& radial_bias,
+                           bool output_relu, const Tensor& frame, const Tensor& mix, const Tensor& rot_in,
+                           const Tensor& lo_meta, const Tensor& src_index, const Tensor& weight_index,
+                           const Tensor& active, int64_t dim_out, int64_t channels) {
+  return forward_cpu(Call(x, edge_index, basis, radial_weight, radial_bias, output_relu, frame, mix,
+                          Consts{rot_in, lo_meta, src_index, weight_index, active, dim_out, channels},
+                          first_weight, first_bias));
+}
+
+Tensor frame_conv_eval_autograd(const Tensor& x, const Tensor& edge_index, const Tensor& basis,
+                                const Tensor& first_weight, const Tensor& first_bias, const Tensor& radial_weight,
+                                const Tensor& radial_bias, bool output_relu, const Tensor& frame, const Tensor& mix,
+                                const Tensor& rot_in, const Tensor& lo_meta, const Tensor& src_index,
+                                const Tensor& weight_index, const Tensor& active, int64_t dim_out, int64_t channels) {
+  if (torch::autograd::GradMode::is_enabled()) {
+    for (const Tensor* t : {&x, &basis, &first_weight, &first_bias, &radial_weight, &radial_bias, &frame, &mix})
+      TORCH_CHECK(!t->requires_grad(),
+                  "glassmd::frame_conv_eval computes no gradients; use glassmd::frame_conv (training mode) or "
+                  "call it under torch.no_grad()");
+  }
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return frame_conv_eval_cpu(x, edge_index, basis, first_weight, first_bias, radial_weight, radial_bias,
+                             output_relu, frame, mix, rot_in, lo_meta, src_index, weight_index, active, dim_out,
+                             channels);
 }
 
 class FrameConvFunction : public torch::autograd::Function<FrameConvFunction> {
@@ -737,8 +850,18 @@ TORCH_LIBRARY(glassmd, m) {
       "frame_conv(Tensor x, Tensor edge_index, Tensor hidden, Tensor radial_weight, Tensor radial_bias, "
       "bool output_relu, Tensor frame, Tensor mix, Tensor rot_in, Tensor lo_meta, Tensor src_index, "
       "Tensor weight_index, Tensor active, int dim_out, int channels) -> Tensor");
+  m.def(
+      "frame_conv_eval(Tensor x, Tensor edge_index, Tensor basis, Tensor first_weight, Tensor first_bias, "
+      "Tensor radial_weight, Tensor radial_bias, bool output_relu, Tensor frame, Tensor mix, Tensor rot_in, "
+      "Tensor lo_meta, Tensor src_index, Tensor weight_index, Tensor active, int dim_out, int channels) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(glassmd, CPU, m) { m.impl("frame_conv", frame_conv_cpu); }
+TORCH_LIBRARY_IMPL(glassmd, CPU, m) {
+  m.impl("frame_conv", frame_conv_cpu);
+  m.impl("frame_conv_eval", frame_conv_eval_cpu);
+}
 
-TORCH_LIBRARY_IMPL(glassmd, Autograd, m) { m.impl("frame_conv", frame_conv_autograd); }
+TORCH_LIBRARY_IMPL(glassmd, Autograd, m) {
+  m.impl("frame_conv", frame_conv_autograd);
+  m.impl("frame_conv_eval", frame_conv_eval_autograd);
+}

@@ -183,7 +183,36 @@ def test_fused_kernel_is_built_and_used():
     with torch.profiler.profile() as prof:
         with torch.no_grad():
             model(types, edge_index, edge_vec)
-    assert any(e.key == "glassmd::frame_conv" for e in prof.key_averages())
+    keys = {e.key for e in prof.key_averages()}
+    assert "glassmd::frame_conv_eval" in keys and "glassmd::frame_conv" not in keys
+    with torch.profiler.profile() as prof:
+        model.train()(types, edge_index, edge_vec)
+    assert "glassmd::frame_conv" in {e.key for e in prof.key_averages()}
+
+
+def test_evaluation_kernel_matches_the_autograd_kernel_and_refuses_gradients():
+    """Under no_grad, eval mode runs the whole radial MLP in the kernel (frame_conv_eval, batch norm folded
+    into the last layer); with gradients on, the same model runs frame_conv. Both give one result."""
+    graph = random_configuration(200, torch.float64, seed=3)
+    model = model_with_statistics(ModelConfig(layers=3), torch.float64, graph)
+    _, types, edge_index, edge_vec = graph
+    with torch.no_grad():
+        folded = model(types, edge_index, edge_vec)
+    unfolded = model(types, edge_index, edge_vec)  # parameters require grad: the autograd kernel
+    assert unfolded.requires_grad
+    assert torch.allclose(folded, unfolded.detach(), rtol=0, atol=1e-11)
+
+    conv = model.layers[1].conv
+    w1, b1, w2, b2 = conv.radial.evaluation_layers()
+    assert w2.requires_grad  # computed from parameters with gradients on
+    frame = torch.zeros(edge_index.shape[1], 1)
+    with pytest.raises(RuntimeError, match="frame_conv_eval computes no gradients"):
+        torch.ops.glassmd.frame_conv_eval(
+            torch.zeros(types.shape[0], 1, dtype=torch.float64), edge_index, edge_vec, w1, b1, w2, b2, True,
+            frame.double(), conv.mix.weight, conv.frame_kernel.rot_in_table, conv.frame_kernel.lo_meta_table,
+            conv.frame_kernel.src_index, conv.frame_kernel.weight_index, conv.frame_kernel.active,
+            conv.frame_kernel.dim_out, conv.frame_kernel.channels,
+        )
 
 
 def test_fused_kernel_parallel_sums_match_serial():
