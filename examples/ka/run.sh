@@ -15,7 +15,7 @@ if model=$("$bin/glassmd" model path 2>/dev/null); then
 else
     model="$here/model.pt"
     echo "no shipped model: exporting an untrained one to $model"
-    "$bin/glassmd" export -o "$model"
+    "$bin/glassmd" export -o "$model" --outputs propensity_t10
 fi
 
 if [ "$NP" -gt 1 ]; then

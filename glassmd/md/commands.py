@@ -89,6 +89,7 @@ def _register_propensity(subparsers) -> None:
     p.add_argument("--summary", metavar="DIR",
                    help="instead of labelling, summarise the labels in DIR (tau_alpha, mean F_s)")
     p.add_argument("--json", action="store_true", help="with --summary: print JSON")
+    p.add_argument("--plot", metavar="PNG", help="with --summary: also draw the mean F_s(q, t) curve into PNG")
     p.set_defaults(func=_propensity)
 
 
@@ -105,7 +106,13 @@ def _propensity(args) -> int:
             raise GlassmdError("--summary DIR takes no inputs and no -o")
         summary = summarize_labels(args.summary)
         print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
+        if args.plot:
+            from glassmd.md.propensity import plot_summary
+
+            print(f"mean F_s curve drawn in {plot_summary(summary, args.plot)}")
         return 0
+    if args.plot:
+        raise GlassmdError("--plot goes with --summary DIR")
     if not args.inputs:
         raise GlassmdError("no input dumps given")
     if not args.output:

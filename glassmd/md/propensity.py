@@ -598,6 +598,42 @@ def summarize_labels(label_dir) -> dict:
     }
 
 
+def plot_summary(summary: dict, path) -> Path:
+    """PNG of the mean F_s(q, t) of A particles (log time) with its standard error, the 1/e line and tau_alpha."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from glassmd.atomic import atomic_path
+
+    times = np.asarray(summary["times"], dtype=np.float64)
+    fs = np.asarray(summary["fs_mean"])
+    keep = times > 0
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.semilogx(times[keep], fs[keep], color="C0", label=f"mean of {summary['count']} configurations")
+    if summary.get("fs_sem") is not None:
+        sem = np.asarray(summary["fs_sem"])[keep]
+        ax.fill_between(times[keep], fs[keep] - 2 * sem, fs[keep] + 2 * sem, color="C0", alpha=0.3, lw=0)
+    ax.axhline(math.exp(-1), color="0.5", ls=":", lw=1)
+    tau = summary.get("tau_alpha")
+    if tau is not None:
+        ax.axvline(tau, color="C3", ls="--", lw=1, label=f"tau_alpha = {tau:.3g}")
+    q = summary.get("settings", {}).get("q")
+    ax.set_xlabel("t (LJ units)")
+    ax.set_ylabel(f"F_s(q{' = ' + format(q, 'g') if q else ''}, t) of A particles")
+    ax.set_ylim(0, 1.02)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
 def format_summary(summary: dict) -> str:
     """Human-readable table of a ``summarize_labels`` result."""
     tau = summary["tau_alpha"]

@@ -161,6 +161,15 @@ def test_summary_reads_the_labelled_folder(labelled):
     assert "configurations labelled: 2" in result.stdout and "tau_alpha" in result.stdout
 
 
+def test_summary_draws_the_mean_fs_curve(labelled, tmp_path):
+    _, out = labelled
+    png = tmp_path / "fs.png"
+    result = run_glassmd("propensity", "--summary", str(out), "--plot", str(png))
+    assert f"drawn in {png}" in result.stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert not list(tmp_path.glob(".*tmp*"))  # written atomically: no temporary left behind
+
+
 def test_cli_names_a_missing_temperature(small_configs, tmp_path):
     # Through the full `glassmd` command: checks that the md sub-commands are registered there.
     result = run_glassmd("propensity", str(small_configs), "-o", str(tmp_path / "x"), check=False, full_cli=True)

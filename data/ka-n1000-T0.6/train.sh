@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Train the shipped model from this data set: runs/glassgnn-ka-T0.6 (resumable: run the same command again
+# after an interruption). The exported model, its config, split and report are then copied into
+# glassmd/shipped/ by hand (see the README of this folder).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+run=runs/glassgnn-ka-T0.6
+if [ -f "$run/last.ckpt" ]; then
+    exec .venv/bin/python -m glassmd.train --resume "$run" "$@"
+fi
+exec .venv/bin/python -m glassmd.train data/ka-n1000-T0.6/labelled -c data/ka-n1000-T0.6/train.yaml -o "$run" "$@"
