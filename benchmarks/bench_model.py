@@ -6,7 +6,8 @@ Usage::
     python benchmarks/bench_model.py --threads 1 --sizes 1000 4096 --repeats 5
 
 Configurations are uniform random positions at the Kob-Andersen density 1.2 (about 40 directed edges per
-particle at d_c = 2), 80:20 types. Timings are wall-clock, float32, the paper's model config; the minimum and
+particle at d_c = 2), 80:20 types, sorted by spatial bin as LAMMPS keeps its atoms (``--unsorted``: random
+memory order). Timings are wall-clock, float32, the paper's model config; the minimum and
 median over repeats are printed because the machine may be shared (the load average is printed too).
 Peak memory per particle is the growth of the peak resident set (``VmHWM``; ``ru_maxrss`` would carry the
 parent's peak across fork/exec) during one forward, measured in a fresh subprocess per size.
@@ -26,12 +27,23 @@ import numpy as np
 import torch
 
 
+SPATIAL_SORT = True
+
+
 def configuration(n, seed=0, density=1.2, cutoff=2.0):
     from glassmd.data.graph import periodic_graph
 
     rng = np.random.default_rng(seed)
     box = np.full(3, (n / density) ** (1 / 3))
     pos = rng.random((n, 3)) * box
+    if SPATIAL_SORT:
+        # LAMMPS keeps atoms sorted by spatial bin (atom_modify sort, on by default), so neighbours in space
+        # are neighbours in memory. Uniform random positions in random order would instead time the cache
+        # misses of a layout no simulation hands the model (--unsorted shows them).
+        n_bins = np.maximum(1, np.floor(box / (cutoff / 2))).astype(np.int64)
+        bins = np.minimum((pos / box * n_bins).astype(np.int64), n_bins - 1)
+        key = (bins[:, 2] * n_bins[1] + bins[:, 1]) * n_bins[0] + bins[:, 0]
+        pos = pos[np.argsort(key, kind="stable")]
     edge_index, edge_vec = periodic_graph(pos, box, cutoff)
     types = torch.as_tensor((rng.random(n) < 0.2).astype(np.int64))
     return (
@@ -89,9 +101,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reference-repeats", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--unsorted", action="store_true",
+                        help="particles in random memory order instead of LAMMPS's spatial sort")
     parser.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--memory-implementation", default="fused", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global SPATIAL_SORT
+    SPATIAL_SORT = not args.unsorted
     if args.memory_child:
         memory_child(args.memory_child, args.memory_implementation)
         return
@@ -100,6 +116,7 @@ def main():
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     print(f"# CPU {cpu}; {os.cpu_count()} cores; torch {torch.__version__}; threads {torch.get_num_threads()}")
     print(f"# python {platform.python_version()}; load average at start {os.getloadavg()}")
+    print(f"# particles {'in random memory order' if args.unsorted else 'sorted by spatial bin, as LAMMPS keeps them'}")
     from glassmd.model import export_model, load_model_file
 
     model = build_model()
@@ -163,7 +180,8 @@ def main():
         for impl in ("fused", "e3nn"):
             for n in args.sizes if impl == "fused" else args.sizes[:2]:
                 out = subprocess.run(
-                    [sys.executable, __file__, "--memory-child", str(n), "--memory-implementation", impl],
+                    [sys.executable, __file__, "--memory-child", str(n), "--memory-implementation", impl]
+                    + (["--unsorted"] if args.unsorted else []),
                     capture_output=True,
                     text=True,
                     check=True,
