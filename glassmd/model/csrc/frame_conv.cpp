@@ -526,6 +526,54 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
   sums.reduce();
 }
 
+// Gradient of the last radial layer's weights, dW[k][h] = sum over edges of g[k] h[h]: summing it into
+// per-lane accumulators every block streams all n_w x hidden x 16 of them (147 KB, out of L1) through a
+// load and a store per multiply-add. Instead the g and h vectors of kBlocks blocks are kept, then reduced
+// with the 16 accumulators of one row of dW in registers (float, 16 lanes, 16 hidden values, AVX-512).
+template <typename T, int L>
+struct RadialGradTiles {
+  static constexpr int64_t kBlocks = 16;
+  std::vector<T> g, h, sum_w, sum_b;  // [n_w][kBlocks][L], [H][kBlocks][L], [n_w * H], [n_w]
+  int64_t n_w = 0, H = 0, used = 0;
+
+  static bool usable(int64_t hidden) {
+#if defined(__AVX512F__)
+    return std::is_same_v<T, float> && L == 16 && hidden == 16;
+#else
+    return false;
+#endif
+  }
+  RadialGradTiles(int64_t n_w_, int64_t hidden)
+      : g(n_w_ * kBlocks * L), h(hidden * kBlocks * L), sum_w(n_w_ * hidden), sum_b(n_w_), n_w(n_w_), H(hidden) {}
+
+  // One block's masked output gradients (gw, [n_w][L]) and hidden values (hb, [H][L]).
+  void add(const T* gw, const T* hb) {
+    for (int64_t k = 0; k < n_w; ++k) std::copy(gw + k * L, gw + (k + 1) * L, g.data() + (k * kBlocks + used) * L);
+    for (int64_t i = 0; i < H; ++i) std::copy(hb + i * L, hb + (i + 1) * L, h.data() + (i * kBlocks + used) * L);
+    if (++used == kBlocks) flush();
+  }
+
+  void flush() {
+#if defined(__AVX512F__)
+    if constexpr (std::is_same_v<T, float> && L == 16) {
+      for (int64_t k = 0; k < n_w; ++k) {
+        __m512 acc[16], acc_b = _mm512_setzero_ps();
+        for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
+        for (int64_t j = 0; j < used; ++j) {
+          const __m512 gv = _mm512_loadu_ps(g.data() + (k * kBlocks + j) * 16);
+          acc_b = _mm512_add_ps(acc_b, gv);
+          for (int i = 0; i < 16; ++i)
+            acc[i] = _mm512_fmadd_ps(gv, _mm512_loadu_ps(h.data() + (i * kBlocks + j) * 16), acc[i]);
+        }
+        for (int i = 0; i < 16; ++i) sum_w[k * 16 + i] += _mm512_reduce_add_ps(acc[i]);
+        sum_b[k] += _mm512_reduce_add_ps(acc_b);
+      }
+    }
+#endif
+    used = 0;
+  }
+};
+
 template <typename T, int L>
 void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nodes, const int64_t* sender,
                      const int64_t* receiver, int64_t n_edges, const Strided<T>& hidden, const Radial<T>& radial,
@@ -550,6 +598,8 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
     T* gmix = gparam.data();
     T* grad_W = gmix + n_mix * L;
     T* grad_b = grad_W + p.n_w * H * L;
+    const bool tiled = RadialGradTiles<T, L>::usable(H);
+    RadialGradTiles<T, L> tiles(tiled ? p.n_w : 0, tiled ? H : 0);
     for (int64_t b0 = e_begin; b0 < e_end; b0 += L) {
       const int nb = static_cast<int>(std::min<int64_t>(L, e_end - b0));
       blk.gather(p, b0, nb, sender, x, hidden, frame);
@@ -621,9 +671,17 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
           const T* pk = pre.data() + k * L;
           GLASSMD_LANES for (int lane = 0; lane < L; ++lane) g[lane] = pk[lane] > T(0) ? g[lane] : T(0);
         }
+        const T* wk = radial.weight + k * H;
+        if (tiled) {  // dW and db in RadialGradTiles; here only the hidden-value gradient
+          for (int64_t h = 0; h < H; ++h) {
+            const T c = wk[h];
+            T* ghv = gh + h * L;
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) ghv[lane] += c * g[lane];
+          }
+          continue;
+        }
         T* gbk = grad_b + k * L;
         GLASSMD_LANES for (int lane = 0; lane < L; ++lane) gbk[lane] += g[lane];
-        const T* wk = radial.weight + k * H;
         for (int64_t h = 0; h < H; ++h) {
           const T c = wk[h];
           const T* hv = blk.hb.data() + h * L;
@@ -635,6 +693,7 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
           }
         }
       }
+      if (tiled) tiles.add(gw.data(), blk.hb.data());
       T* gxrows[L];
       T* ghrows[L];
       for (int lane = 0; lane < nb; ++lane) {
@@ -654,6 +713,11 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
       T s = 0;
       GLASSMD_LANES for (int lane = 0; lane < L; ++lane) s += gparam[i * L + lane];
       mine[i] += s;
+    }
+    if (tiled) {
+      tiles.flush();
+      for (int64_t i = 0; i < p.n_w * H; ++i) mine[n_mix + i] += tiles.sum_w[i];
+      for (int64_t k = 0; k < p.n_w; ++k) mine[n_mix + p.n_w * H + k] += tiles.sum_b[k];
     }
   });
   grad_x_sums.reduce();
