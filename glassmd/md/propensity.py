@@ -600,17 +600,13 @@ def summarize_labels(label_dir) -> dict:
 
 def plot_summary(summary: dict, path) -> Path:
     """PNG of the mean F_s(q, t) of A particles (log time) with its standard error, the 1/e line and tau_alpha."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from glassmd.atomic import atomic_path
+    from glassmd.plotting import figure, save_png
 
     times = np.asarray(summary["times"], dtype=np.float64)
     fs = np.asarray(summary["fs_mean"])
     keep = times > 0
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    plt, fig, axes = figure(1, 1, (5.5, 4))
+    ax = axes[0, 0]
     ax.semilogx(times[keep], fs[keep], color="C0", label=f"mean of {summary['count']} configurations")
     if summary.get("fs_sem") is not None:
         sem = np.asarray(summary["fs_sem"])[keep]
@@ -625,13 +621,7 @@ def plot_summary(summary: dict, path) -> Path:
     ax.set_ylim(0, 1.02)
     ax.legend(frameon=False)
     fig.tight_layout()
-    path = Path(path)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return save_png(plt, fig, path)
 
 
 def format_summary(summary: dict) -> str:

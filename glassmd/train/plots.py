@@ -7,28 +7,10 @@ from typing import Sequence
 
 import numpy as np
 
-from glassmd.atomic import atomic_path
+from glassmd.plotting import figure as _figure
+from glassmd.plotting import save_png as _save
 
 __all__ = ["plot_learning_curves", "plot_predicted_vs_true"]
-
-
-def _figure(nrows: int, ncols: int, size: tuple[float, float]):
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False)
-    return plt, fig, axes
-
-
-def _save(plt, fig, path: Path) -> Path:
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-    finally:
-        plt.close(fig)
-    return path
 
 
 def plot_learning_curves(history: Sequence[dict], times: Sequence[float], path: str | Path,
