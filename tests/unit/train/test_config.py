@@ -57,6 +57,8 @@ def test_unknown_key_is_named_with_the_closest_valid_one(data, fragment):
         ({"scheduler": {"milestones": [5, 3]}}, "scheduler.milestones"),
         ({"training": {"batch_size": 0}}, "training.batch_size"),
         ({"training": {"dtype": "float16"}}, "training.dtype"),
+        ({"training": {"bn_recalibration": -1}}, "training.bn_recalibration"),
+        ({"training": {"bn_recalibration": True}}, "training.bn_recalibration"),
         ({"model": {"layers": 2.5}}, "model.layers"),
         ({"split": {"train": 0.9}}, "sum to 1"),
         ({"loss_types": ["C"]}, "loss_types"),
