@@ -154,6 +154,7 @@ class LayerwiseEvaluator:
                     f"model file {str(self.path)!r} metadata has no {key!r}; export it again with `glassmd export`"
                 )
         self.module = module.eval()
+        self._prepares_edges = hasattr(module, "prepare_edges")
         self.metadata = meta
         self.cutoff = float(meta["cutoff"])
         self.type_names = tuple(str(t) for t in meta["type_names"])
@@ -204,12 +205,11 @@ class LayerwiseEvaluator:
                 np.stack([np.asarray(senders), np.asarray(receivers)]), dtype=torch.int64, device=self.device
             ).reshape(2, -1)
             vec = torch.tensor(np.asarray(edge_vec), dtype=self.dtype, device=self.device).reshape(-1, 3)
-            self._graph = (
-                types_t.shape[0],
-                self.module.node_attributes(types_t),
-                edge_index,
-                self.module.edge_features(vec),
-            )
+            if self._prepares_edges:
+                edge_index, edge_feat = self.module.prepare_edges(edge_index, vec)
+            else:  # model files exported before prepare_edges
+                edge_feat = self.module.edge_features(vec)
+            self._graph = (types_t.shape[0], self.module.node_attributes(types_t), edge_index, edge_feat)
 
     def layer(self, k: int, features_in: np.ndarray | None, features_out: np.ndarray) -> None:
         """Run layer ``k`` and write the first ``len(features_out)`` nodes' features into ``features_out``.

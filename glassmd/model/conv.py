@@ -89,6 +89,14 @@ class EquivariantConv(nn.Module):
         edge_frame: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         if edge_frame is not None:
+            if edge_radial.shape[0] != edge_index.shape[1]:
+                # Paired edges (GlassGNN.edge_inputs): one radial row and frame per pair, fused evaluation only.
+                if not self._fused_evaluation(x, edge_frame):
+                    raise RuntimeError(
+                        "paired edges (fewer radial rows than edges) are evaluated by the fused kernel only: "
+                        "CPU, eval mode, no gradients"
+                    )
+                return self._fused_forward(x, edge_index, edge_radial, edge_frame)
             return self._frame_forward(x, edge_index, edge_radial, edge_frame)
         sender = edge_index[0]
         receiver = edge_index[1]
@@ -119,6 +127,16 @@ class EquivariantConv(nn.Module):
             msg = kernel.messages(x_t, edge_index[0, start:stop], weights, edge_frame[start:stop], mix)
             summed.index_add_(1, edge_index[1, start:stop], msg)
         return kernel.finish(summed)
+
+    def _fused_evaluation(self, x: torch.Tensor, edge_frame: torch.Tensor) -> bool:
+        """Whether :meth:`_fused_forward` runs the evaluation operator (``glassmd::frame_conv_eval``)."""
+        return (
+            self.use_fused_kernel
+            and x.device.type == "cpu"
+            and not edge_frame.requires_grad
+            and not self.training
+            and not torch.is_grad_enabled()
+        )
 
     def _fused_forward(
         self, x: torch.Tensor, edge_index: torch.Tensor, edge_radial: torch.Tensor, edge_frame: torch.Tensor

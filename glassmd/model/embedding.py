@@ -44,7 +44,9 @@ class EdgeEmbedding(nn.Module):
         self.register_buffer("frequencies", torch.arange(1, n_radial + 1, dtype=torch.get_default_dtype()) * math.pi)
 
     def forward(self, edge_vec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.sh(edge_vec), self.radial_basis(edge_vec)
+
+    def radial_basis(self, edge_vec: torch.Tensor) -> torch.Tensor:
+        """The Bessel basis alone ``[E, n_radial]`` (the edge-frame kernels need no harmonics)."""
         r = torch.linalg.vector_norm(edge_vec, dim=1, keepdim=True)
-        sh = self.sh(edge_vec)
-        radial = math.sqrt(2.0 / self.cutoff) * torch.sin(self.frequencies * r / self.cutoff) / r
-        return sh, radial
+        return math.sqrt(2.0 / self.cutoff) * torch.sin(self.frequencies * r / self.cutoff) / r

@@ -17,7 +17,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import nn
@@ -44,12 +44,16 @@ class ExportedGlassGNN(nn.Module):
     ghost atoms between layers:
 
     >>> node_attr = m.node_attributes(types)            # doctest: +SKIP
-    >>> edge_feat = m.edge_features(edge_vec)           # doctest: +SKIP
+    >>> edge_index, edge_feat = m.prepare_edges(edge_index, edge_vec)  # doctest: +SKIP
     >>> h = torch.zeros(n, 0)                           # doctest: +SKIP
     >>> for k in range(m.num_layers()):                 # doctest: +SKIP
     ...     h = m.layer(k, h, node_attr, edge_index, edge_feat)
     ...     # exchange h of ghost atoms here
     >>> y = m.readout(h)                                # doctest: +SKIP
+
+    ``prepare_edges`` may reorder the edges (pairs i -> j, j -> i side by side for the fused kernel, see
+    :meth:`GlassGNN.edge_inputs`) and then returns fewer rows of edge features than edges: pass both on
+    unchanged. ``edge_features(edge_vec)`` gives the features of the edges in their own order.
     """
 
     def __init__(self, model: GlassGNN, metadata_json: str):
@@ -60,10 +64,12 @@ class ExportedGlassGNN(nn.Module):
         self._num_layers = len(model.layers)
         self._feature_dim = model.feature_dim
         self._sh_dim = model.edge_embedding.sh_dim
-        # Fast path (glassmd.model.fast_conv): the per-edge Wigner matrices travel in the edge features,
-        # after the harmonics and the radial basis, so they are computed once and shared by all layers.
+        # Edge features: [harmonics | radial basis] for the e3nn reference, [radial basis | Wigner matrices] for
+        # the edge-frame kernels (glassmd.model.fast_conv), which need no harmonics; computed once and shared
+        # by all layers.
         self._use_edge_frames = bool(model.use_edge_frames)
-        self._radial_end = model.edge_embedding.sh_dim + model.edge_embedding.n_radial
+        self._radial_begin = 0 if self._use_edge_frames else self._sh_dim
+        self._radial_end = self._radial_begin + model.edge_embedding.n_radial
 
     @torch.jit.export
     def metadata(self) -> str:
@@ -93,18 +99,37 @@ class ExportedGlassGNN(nn.Module):
 
     @torch.jit.export
     def edge_features(self, edge_vec: torch.Tensor) -> torch.Tensor:
-        if not bool(torch.isfinite(edge_vec).all()):
-            raise RuntimeError("edge vectors contain NaN or inf: check the positions")
-        edge_vec = edge_vec.to(self.model.label_mean.dtype)
-        sh, radial = self.model.edge_embedding(edge_vec)
+        edge_vec = self._checked_edge_vec(edge_vec)
         if self._use_edge_frames:
-            return torch.cat([sh, radial, self.model.edge_frames(edge_vec)], dim=1)
+            radial = self.model.edge_embedding.radial_basis(edge_vec)
+            return torch.cat([radial, self.model.edge_frames(edge_vec)], dim=1)
+        sh, radial = self.model.edge_embedding(edge_vec)
         return torch.cat([sh, radial], dim=1)
 
-    def _edge_frame(self, edge_feat: torch.Tensor) -> Optional[torch.Tensor]:
+    @torch.jit.export
+    def prepare_edges(self, edge_index: torch.Tensor, edge_vec: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(edge_index, edge_feat)`` for :meth:`layer`: the edges possibly reordered into pairs, and their
+        features (one row per pair and per unpaired edge when paired)."""
+        edge_vec = self._checked_edge_vec(edge_vec)
+        edge_index, edge_sh, edge_radial, edge_frame = self.model.edge_inputs(edge_index, edge_vec)
+        if edge_frame is None:
+            return edge_index, torch.cat([edge_sh, edge_radial], dim=1)
+        return edge_index, torch.cat([edge_radial, edge_frame], dim=1)
+
+    def _checked_edge_vec(self, edge_vec: torch.Tensor) -> torch.Tensor:
+        if not bool(torch.isfinite(edge_vec).all()):
+            raise RuntimeError("edge vectors contain NaN or inf: check the positions")
+        return edge_vec.to(self.model.label_mean.dtype)
+
+    def _split_edge_features(
+        self, edge_feat: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """(harmonics, radial basis, frames) of :meth:`edge_features`; the unused ones empty or None."""
+        edge_sh = edge_feat[:, : self._radial_begin]
+        edge_radial = edge_feat[:, self._radial_begin : self._radial_end]
         if self._use_edge_frames:
-            return edge_feat[:, self._radial_end :]
-        return None
+            return edge_sh, edge_radial, edge_feat[:, self._radial_end :]
+        return edge_sh, edge_radial, None
 
     @torch.jit.export
     def layer(
@@ -115,9 +140,7 @@ class ExportedGlassGNN(nn.Module):
         edge_index: torch.Tensor,
         edge_feat: torch.Tensor,
     ) -> torch.Tensor:
-        edge_sh = edge_feat[:, : self._sh_dim]
-        edge_radial = edge_feat[:, self._sh_dim : self._radial_end]
-        edge_frame = self._edge_frame(edge_feat)
+        edge_sh, edge_radial, edge_frame = self._split_edge_features(edge_feat)
         for i, layer in enumerate(self.model.layers):
             if i == k:
                 return layer(h, node_attr, edge_index, edge_sh, edge_radial, edge_frame)
@@ -139,10 +162,9 @@ class ExportedGlassGNN(nn.Module):
         if types.shape[0] != pos.shape[0]:
             raise RuntimeError("types and pos disagree on the number of particles")
         node_attr = self.node_attributes(types)
-        edge_feat = self.edge_features(edge_vec)
-        edge_sh = edge_feat[:, : self._sh_dim]
-        edge_radial = edge_feat[:, self._sh_dim : self._radial_end]
-        edge_frame = self._edge_frame(edge_feat)
+        edge_index, edge_sh, edge_radial, edge_frame = self.model.edge_inputs(
+            edge_index, self._checked_edge_vec(edge_vec)
+        )
         h = node_attr.new_zeros((node_attr.shape[0], 0))
         for layer in self.model.layers:
             h = layer(h, node_attr, edge_index, edge_sh, edge_radial, edge_frame)

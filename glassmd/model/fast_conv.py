@@ -27,7 +27,7 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
-__all__ = ["EdgeFrames", "FrameConvKernel", "frame_dim"]
+__all__ = ["EdgeFrames", "FrameConvKernel", "frame_dim", "reverse_frame_flip"]
 
 
 def frame_dim(l_max: int) -> int:
@@ -109,6 +109,29 @@ class EdgeFrames(nn.Module):
         fb = _fourier_features(y, sin_b, self.order)
         outer = (fa[:, :, None] * fb[:, None, :]).reshape(n.shape[0], -1)
         return outer @ self.basis.to(outer.dtype)
+
+
+def reverse_frame_flip(l_max: int) -> torch.Tensor:
+    """Signs ``s`` [frame_dim] with ``EdgeFrames(-n) = EdgeFrames(n) * s`` for every direction ``n``.
+
+    The frame of ``-n`` is that of ``n`` followed by a half turn about an axis normal to the polar one, which is
+    diagonal (signs) in the real harmonics: so the fused kernel gets the frame of the edge j -> i from that of
+    i -> j by flipping columns (``glassmd::frame_conv_eval`` with paired edges). Derived here numerically from
+    :class:`EdgeFrames` itself, and checked, so it follows any change of frame convention.
+    """
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        frames = EdgeFrames(l_max)
+    finally:
+        torch.set_default_dtype(previous)
+    n = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    forward, backward = frames(n), frames(-n)
+    ratio = torch.where(forward.abs() > 1e-6, backward / forward, torch.zeros_like(forward))
+    flip = torch.where(ratio.sum(0) < 0, -torch.ones(frames.dim, dtype=torch.float64), torch.ones(frames.dim, dtype=torch.float64))
+    if not torch.allclose(backward, forward * flip, atol=1e-12):
+        raise RuntimeError("the edge frame of -n is not a sign flip of that of n: check EdgeFrames")
+    return flip
 
 
 class FrameConvKernel(nn.Module):
@@ -278,6 +301,7 @@ class FrameConvKernel(nn.Module):
                 for m in range(d_lo):
                     perm.append(base + m * channels + c)
         self.register_buffer("out_perm", torch.tensor(perm, dtype=torch.long), persistent=False)
+        self.register_buffer("reverse_flip", reverse_frame_flip(l_max).to(dtype), persistent=False)
 
     def mix_matrices(self, mix_weight: torch.Tensor) -> torch.Tensor:
         """The mixing matrices ``[d, channels, K]`` per l_out (flat), with the path constants folded in."""
@@ -333,7 +357,10 @@ class FrameConvKernel(nn.Module):
     ) -> torch.Tensor:
         """:meth:`fused` for evaluation without gradients: the kernel ``glassmd::frame_conv_eval`` also runs the
         first radial layer, from the Bessel basis ``edge_radial`` (batch norm folded by
-        :meth:`RadialMLP.evaluation_layers`)."""
+        :meth:`RadialMLP.evaluation_layers`).
+
+        Edges may come paired (:meth:`GlassGNN.edge_inputs`): ``edge_radial`` and ``edge_frame`` then have
+        fewer rows than ``edge_index`` has columns, one per pair and one per unpaired edge."""
         return torch.ops.glassmd.frame_conv_eval(
             x,
             edge_index,
@@ -352,6 +379,7 @@ class FrameConvKernel(nn.Module):
             self.active,
             self.dim_out,
             self.channels,
+            self.reverse_flip,
         )
 
     def messages(

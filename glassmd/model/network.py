@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -131,6 +131,7 @@ class GlassGNN(nn.Module):
                 "with torch present and --no-build-isolation (scripts/bootstrap.sh does)"
             )
         self.use_edge_frames = name != "e3nn"
+        self.use_fused_kernel = name == "fused"
         for layer in self.layers:
             layer.conv.use_fused_kernel = name == "fused"
         return self
@@ -139,7 +140,7 @@ class GlassGNN(nn.Module):
     def implementation(self) -> str:
         if not self.use_edge_frames:
             return "e3nn"
-        return "fused" if self.layers[0].conv.use_fused_kernel else "frame"
+        return "fused" if self.use_fused_kernel else "frame"
 
     def denormalize(self, y: torch.Tensor) -> torch.Tensor:
         return y * self.label_std + self.label_mean
@@ -150,13 +151,42 @@ class GlassGNN(nn.Module):
     def hidden_features(self, types: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor) -> torch.Tensor:
         """Output of the last layer, ``[n, feature_dim]`` (equivariant features, e3nn mul_ir layout)."""
         node_attr = self.node_attributes(types)
-        edge_sh, edge_radial = self.edge_embedding(edge_vec)
-        # Computed once per forward and shared by all layers.
-        edge_frame = self.edge_frames(edge_vec) if self.use_edge_frames else None
+        edge_index, edge_sh, edge_radial, edge_frame = self.edge_inputs(edge_index, edge_vec)
         h = node_attr.new_zeros((node_attr.shape[0], 0))
         for layer in self.layers:
             h = layer(h, node_attr, edge_index, edge_sh, edge_radial, edge_frame)
         return h
+
+    def edge_inputs(
+        self, edge_index: torch.Tensor, edge_vec: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """What the layers read per edge, computed once per forward: ``(edge_index, harmonics, radial basis,
+        frames)``; the frames are None for the e3nn reference, which alone needs the harmonics (empty otherwise).
+
+        For the fused evaluation (CPU, eval mode, no gradients) the edges come back reordered by
+        ``glassmd::pair_edges``: the two directions of each pair, then the unpaired edges, with one row of radial
+        basis and frame per pair (for its first direction) and per unpaired edge, so that the kernel evaluates
+        the radial MLP and reads the frame once for both messages of a pair.
+        """
+        if not self.use_edge_frames:
+            edge_sh, edge_radial = self.edge_embedding(edge_vec)
+            return edge_index, edge_sh, edge_radial, None
+        if self.pairs_edges(edge_vec):
+            order, n_pairs = torch.ops.glassmd.pair_edges(edge_index, edge_vec)
+            edge_index = edge_index.index_select(1, order)
+            edge_vec = edge_vec.index_select(0, torch.cat([order[:n_pairs], order[2 * n_pairs :]]))
+        edge_sh = edge_vec.new_zeros((edge_vec.shape[0], 0))
+        return edge_index, edge_sh, self.edge_embedding.radial_basis(edge_vec), self.edge_frames(edge_vec)
+
+    def pairs_edges(self, edge_vec: torch.Tensor) -> bool:
+        """Whether :meth:`edge_inputs` pairs the edges (the fused evaluation kernel will run)."""
+        return (
+            self.use_fused_kernel
+            and edge_vec.device.type == "cpu"
+            and not self.training
+            and not torch.is_grad_enabled()
+            and not edge_vec.requires_grad
+        )
 
     def forward(self, types: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor) -> torch.Tensor:
         return self.readout(self.hidden_features(types, edge_index, edge_vec))

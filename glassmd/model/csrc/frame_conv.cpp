@@ -22,6 +22,7 @@
 #include <array>
 #include <cstdint>
 #include <type_traits>
+#include <optional>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -269,29 +270,41 @@ struct Block {
         msg(p.dim_out * L),
         rb(n_basis * L) {}
 
-  // Edges b0 .. b0+nb-1. Weights and frames are read through their strides: with the edge stride 1
-  // (feature-major storage, as the model produces them) every feature of a block is one contiguous load.
-  // With `first`, `hidden` holds the radial basis and the hidden values are computed from it.
+  // Edges b0 .. b0+nb-1: their senders' features, frames and radial inputs.
   void gather(const Plan& p, int64_t b0, int nb, const int64_t* sender, const T* x, const Strided<T>& hidden,
               const Strided<T>& frame, const FirstLayer<T>* first = nullptr) {
-    if (nb < L) {
-      std::fill(xs.begin(), xs.end(), T(0));
-      std::fill(fr.begin(), fr.end(), T(0));
-      std::fill(hb.begin(), hb.end(), T(0));
-      std::fill(rb.begin(), rb.end(), T(0));
-    }
+    gather_senders(p, sender + b0, nb, x);
+    gather_edge_rows(p, b0, nb, hidden, frame, first);
+  }
+
+  // The features of the senders of one block into xs.
+  void gather_senders(const Plan& p, const int64_t* senders, int nb, const T* x) {
+    if (nb < L) std::fill(xs.begin(), xs.end(), T(0));
     const T* xrows[L];
-    for (int lane = 0; lane < nb; ++lane) xrows[lane] = x + sender[b0 + lane] * p.dim_in;
+    for (int lane = 0; lane < nb; ++lane) xrows[lane] = x + senders[lane] * p.dim_in;
     if (!(nb == L && L == 16 && rows_to_lanes(xrows, p.dim_in, xs.data()))) {
       for (int lane = 0; lane < nb; ++lane)
         for (int64_t f = 0; f < p.dim_in; ++f) xs[f * L + lane] = xrows[lane][f];
     }
-    frame.block(b0, nb, p.frame_dim, fr.data());
+  }
+
+  // Rows r0 .. r0+nb-1 of the per-edge arrays: frames into fr, radial hidden values into hb. Weights and
+  // frames are read through their strides: with the edge stride 1 (feature-major storage) every feature of a
+  // block is one contiguous load. With `first`, `hidden` holds the radial basis and the hidden values are
+  // computed from it.
+  void gather_edge_rows(const Plan& p, int64_t r0, int nb, const Strided<T>& hidden, const Strided<T>& frame,
+                        const FirstLayer<T>* first) {
+    if (nb < L) {
+      std::fill(fr.begin(), fr.end(), T(0));
+      std::fill(hb.begin(), hb.end(), T(0));
+      std::fill(rb.begin(), rb.end(), T(0));
+    }
+    frame.block(r0, nb, p.frame_dim, fr.data());
     if (first == nullptr) {
-      hidden.block(b0, nb, static_cast<int64_t>(hb.size() / L), hb.data());
+      hidden.block(r0, nb, static_cast<int64_t>(hb.size() / L), hb.data());
       return;
     }
-    hidden.block(b0, nb, first->n_in, rb.data());
+    hidden.block(r0, nb, first->n_in, rb.data());
     const int64_t H = static_cast<int64_t>(hb.size() / L);
     for (int64_t h = 0; h < H; ++h) {
       T acc[L];
@@ -304,6 +317,14 @@ struct Block {
       }
       GLASSMD_LANES for (int lane = 0; lane < L; ++lane) hb[h * L + lane] = acc[lane] > T(0) ? acc[lane] : T(0);
     }
+  }
+
+  // The frames of the reverse edges j -> i from those of i -> j: D(-n) = D(n) S with S a constant diagonal
+  // of signs (a half turn about an axis normal to n), so it is a sign flip of some frame columns.
+  void reverse_frames(const Plan& p, const T* flip) {
+    for (int64_t f = 0; f < p.frame_dim; ++f)
+      if (flip[f] < T(0))
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) fr[f * L + lane] = -fr[f * L + lane];
   }
 
   // wb = [relu](W hb + b). With `pre`, also the pre-activation values (for the backward pass).
@@ -466,60 +487,93 @@ inline void mix_block(const Plan& p, const OutBlock& ob, const T* wb, const T* x
   }
 }
 
+// Messages of one block of edges whose frames (fr) and radial weights (wb) are in `blk`: gather the senders,
+// rotate into the edge frames, weight and mix, rotate back, and add to the receivers' rows of `acc_out`.
 template <typename T, int L>
-void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* sender, const int64_t* receiver,
-                    int64_t n_edges, const Strided<T>& hidden, const Radial<T>& radial, const Strided<T>& frame,
-                    const T* mix, T* out, const FirstLayer<T>* first = nullptr) {
+void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* senders, const int64_t* receivers, int nb,
+                    const T* x, const T* mix, T* acc_out) {
   const int64_t C = p.channels;
-  int64_t max_d = 1;
-  for (const auto& b : p.blocks) max_d = std::max(max_d, b.d);
-  ThreadSums<T> sums(out, n_nodes, p.dim_out, at::get_num_threads());
-  at::parallel_for(0, n_edges, edge_grain(n_edges), [&](int64_t e_begin, int64_t e_end) {
-    T* acc_out = sums.mine();
-    Block<T, L> blk(p, max_d * C, radial.hidden, first != nullptr ? first->n_in : 0);
-    for (int64_t b0 = e_begin; b0 < e_end; b0 += L) {
-      const int nb = static_cast<int>(std::min<int64_t>(L, e_end - b0));
-      blk.gather(p, b0, nb, sender, x, hidden, frame, first);
-      blk.radial_weights(p, radial);
-      blk.rotate_in(p);
-      for (const OutBlock& ob : p.blocks) {
-        T* z = blk.z.data();
-        switch (C) {  // the common channel counts keep the accumulators of one m in registers
-          case 2: mix_block<T, L, 2>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C); break;
-          case 4: mix_block<T, L, 4>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C); break;
-          case 8: mix_block<T, L, 8>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C); break;
-          default: mix_block<T, L, 0>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C);
-        }
-        // Back to the global frame, written in e3nn's (l_out, channel, m) layout.
-        if (ob.lo == 0) {
-          for (int64_t c = 0; c < C; ++c) {
-            T* o = blk.msg.data() + (ob.out_off + c) * L;
-            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = z[c * L + lane];
+  blk.gather_senders(p, senders, nb, x);
+  blk.rotate_in(p);
+  for (const OutBlock& ob : p.blocks) {
+    T* z = blk.z.data();
+    switch (C) {  // the common channel counts keep the accumulators of one m in registers
+      case 2: mix_block<T, L, 2>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C); break;
+      case 4: mix_block<T, L, 4>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C); break;
+      case 8: mix_block<T, L, 8>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C); break;
+      default: mix_block<T, L, 0>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C);
+    }
+    // Back to the global frame, written in e3nn's (l_out, channel, m) layout.
+    if (ob.lo == 0) {
+      for (int64_t c = 0; c < C; ++c) {
+        T* o = blk.msg.data() + (ob.out_off + c) * L;
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = z[c * L + lane];
+      }
+    } else {
+      for (int64_t c0 = 0; c0 < C; c0 += kRotGroup) {
+        const int64_t nc = std::min<int64_t>(kRotGroup, C - c0);
+        for (int64_t mp = 0; mp < ob.d; ++mp) {
+          T acc[kRotGroup][L] = {};
+          for (int64_t m = 0; m < ob.d; ++m) {
+            const T* D = blk.fr.data() + (ob.frame_off + mp * ob.d + m) * L;
+            const T* zz = z + (m * C + c0) * L;
+            for (int64_t c = 0; c < nc; ++c)
+              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[c][lane] += D[lane] * zz[c * L + lane];
           }
-        } else {
-          for (int64_t c0 = 0; c0 < C; c0 += kRotGroup) {
-            const int64_t nc = std::min<int64_t>(kRotGroup, C - c0);
-            for (int64_t mp = 0; mp < ob.d; ++mp) {
-              T acc[kRotGroup][L] = {};
-              for (int64_t m = 0; m < ob.d; ++m) {
-                const T* D = blk.fr.data() + (ob.frame_off + mp * ob.d + m) * L;
-                const T* zz = z + (m * C + c0) * L;
-                for (int64_t c = 0; c < nc; ++c)
-                  GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[c][lane] += D[lane] * zz[c * L + lane];
-              }
-              for (int64_t c = 0; c < nc; ++c) {
-                T* o = blk.msg.data() + (ob.out_off + (c0 + c) * ob.d + mp) * L;
-                GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = acc[c][lane];
-              }
-            }
+          for (int64_t c = 0; c < nc; ++c) {
+            T* o = blk.msg.data() + (ob.out_off + (c0 + c) * ob.d + mp) * L;
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = acc[c][lane];
           }
         }
       }
-      T* orows[L];
-      for (int lane = 0; lane < nb; ++lane) orows[lane] = acc_out + receiver[b0 + lane] * p.dim_out;
-      if (!(nb == L && L == 16 && add_lanes_to_rows(blk.msg.data(), p.dim_out, orows))) {
-        for (int lane = 0; lane < nb; ++lane)
-          for (int64_t f = 0; f < p.dim_out; ++f) orows[lane][f] += blk.msg[f * L + lane];
+    }
+  }
+  T* orows[L];
+  for (int lane = 0; lane < nb; ++lane) orows[lane] = acc_out + receivers[lane] * p.dim_out;
+  if (!(nb == L && L == 16 && add_lanes_to_rows(blk.msg.data(), p.dim_out, orows))) {
+    for (int lane = 0; lane < nb; ++lane)
+      for (int64_t f = 0; f < p.dim_out; ++f) orows[lane][f] += blk.msg[f * L + lane];
+  }
+}
+
+// Edge order of a call with n_pairs > 0 (see pair_edges): edges [0, P) and [P, 2P) are the two directions of P
+// pairs (k and P + k reversed), then the unpaired edges. The per-edge arrays (frames, radial input) have
+// one row per pair, for its first direction, then one per unpaired edge: the radial weights depend on the
+// distance only and the reverse frame is a sign flip (Block::reverse_frames), so a pair costs one radial MLP
+// and one frame read for two messages.
+template <typename T, int L>
+void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* sender, const int64_t* receiver,
+                    int64_t n_edges, int64_t n_pairs, const T* reverse_flip, const Strided<T>& hidden,
+                    const Radial<T>& radial, const Strided<T>& frame, const T* mix, T* out,
+                    const FirstLayer<T>* first = nullptr) {
+  int64_t max_d = 1;
+  for (const auto& b : p.blocks) max_d = std::max(max_d, b.d);
+  const int64_t n_single = n_edges - 2 * n_pairs;
+  const int64_t pair_blocks = (n_pairs + L - 1) / L, single_blocks = (n_single + L - 1) / L;
+  // Work is split in half-blocks of messages, so a pair block (32 messages) weighs twice a single block;
+  // a block runs in the chunk that holds its first half.
+  const int64_t n_work = 2 * pair_blocks + single_blocks;
+  const int64_t grain = std::max<int64_t>(8, n_work / std::max(1, at::get_num_threads()) + 1);
+  ThreadSums<T> sums(out, n_nodes, p.dim_out, at::get_num_threads());
+  at::parallel_for(0, n_work, grain, [&](int64_t w_begin, int64_t w_end) {
+    T* acc_out = sums.mine();
+    Block<T, L> blk(p, max_d * p.channels, radial.hidden, first != nullptr ? first->n_in : 0);
+    for (int64_t w = w_begin; w < w_end; ++w) {
+      if (w < 2 * pair_blocks) {
+        if (w % 2 != 0) continue;
+        const int64_t k0 = (w / 2) * L;
+        const int nb = static_cast<int>(std::min<int64_t>(L, n_pairs - k0));
+        blk.gather_edge_rows(p, k0, nb, hidden, frame, first);
+        blk.radial_weights(p, radial);
+        convolve_block(p, blk, sender + k0, receiver + k0, nb, x, mix, acc_out);
+        blk.reverse_frames(p, reverse_flip);
+        convolve_block(p, blk, sender + n_pairs + k0, receiver + n_pairs + k0, nb, x, mix, acc_out);
+      } else {
+        const int64_t j0 = (w - 2 * pair_blocks) * L;
+        const int nb = static_cast<int>(std::min<int64_t>(L, n_single - j0));
+        blk.gather_edge_rows(p, n_pairs + j0, nb, hidden, frame, first);
+        blk.radial_weights(p, radial);
+        convolve_block(p, blk, sender + 2 * n_pairs + j0, receiver + 2 * n_pairs + j0, nb, x, mix, acc_out);
       }
     }
   });
@@ -745,10 +799,12 @@ struct Call {
   bool output_relu;
   Plan plan;
   Tensor first_weight, first_bias;  // defined for frame_conv_eval: `hidden` is then the radial basis
+  Tensor reverse_flip;              // frame_conv_eval with paired edges (see forward_kernel)
+  int64_t n_pairs = 0;
 
   Call(const Tensor& x_in, const Tensor& edge_index_in, const Tensor& hidden_in, const Tensor& w_in,
        const Tensor& b_in, bool relu, const Tensor& frame_in, const Tensor& mix_in, const Consts& k,
-       const Tensor& first_w = Tensor(), const Tensor& first_b = Tensor())
+       const Tensor& first_w = Tensor(), const Tensor& first_b = Tensor(), const Tensor& flip = Tensor())
       : x(x_in.contiguous()),
         edge_index(edge_index_in.to(at::kLong).contiguous()),
         hidden(hidden_in),
@@ -758,13 +814,25 @@ struct Call {
         mix(mix_in.contiguous()),
         output_relu(relu),
         first_weight(first_w.defined() ? first_w.contiguous() : first_w),
-        first_bias(first_b.defined() ? first_b.contiguous() : first_b) {
+        first_bias(first_b.defined() ? first_b.contiguous() : first_b),
+        reverse_flip(flip.defined() ? flip.contiguous() : flip) {
     TORCH_CHECK(x.device().is_cpu(), "glassmd::frame_conv runs on the CPU; use the torch kernel on ", x.device());
     TORCH_CHECK(x.dim() == 2 && hidden.dim() == 2 && frame.dim() == 2 && mix.dim() == 1, "frame_conv: bad ranks");
     TORCH_CHECK(edge_index.dim() == 2 && edge_index.size(0) == 2, "frame_conv: edge_index must be [2, E]");
     const int64_t n_edges = edge_index.size(1);
-    TORCH_CHECK(hidden.size(0) == n_edges && frame.size(0) == n_edges,
-                "frame_conv: radial features and frames need one row per edge");
+    TORCH_CHECK(hidden.size(0) == frame.size(0), "frame_conv: radial features and frames differ in rows");
+    // Fewer rows than edges: the first 2 * n_pairs edges are pairs sharing a row (forward_kernel).
+    n_pairs = n_edges - frame.size(0);
+    if (!reverse_flip.defined()) {
+      TORCH_CHECK(n_pairs == 0, "frame_conv: radial features and frames need one row per edge");
+    } else {
+      TORCH_CHECK(n_pairs >= 0 && 2 * n_pairs <= n_edges,
+                  "frame_conv_eval: paired edges need one row of radial features and frames per pair and per "
+                  "unpaired edge");
+      TORCH_CHECK(reverse_flip.dim() == 1 && reverse_flip.size(0) == frame.size(1) &&
+                      reverse_flip.scalar_type() == x.scalar_type(),
+                  "frame_conv_eval: reverse_flip must hold one sign per frame column");
+    }
     const int64_t hidden_width = first_weight.defined() ? first_weight.size(0) : hidden.size(1);
     TORCH_CHECK(radial_weight.dim() == 2 && radial_weight.size(1) == hidden_width && radial_bias.dim() == 1 &&
                     radial_bias.size(0) == radial_weight.size(0),
@@ -803,7 +871,9 @@ Tensor forward_cpu(const Call& a) {
     if (a.first_weight.defined())
       first = {a.first_weight.data_ptr<scalar_t>(), a.first_bias.data_ptr<scalar_t>(), a.first_weight.size(1)};
     forward_kernel<scalar_t, L>(a.plan, a.x.data_ptr<scalar_t>(), a.x.size(0), a.sender(), a.receiver(),
-                                a.n_edges(), Strided<scalar_t>(a.hidden), a.radial<scalar_t>(),
+                                a.n_edges(), a.n_pairs,
+                                a.reverse_flip.defined() ? a.reverse_flip.data_ptr<scalar_t>() : nullptr,
+                                Strided<scalar_t>(a.hidden), a.radial<scalar_t>(),
                                 Strided<scalar_t>(a.frame), a.mix.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                 a.first_weight.defined() ? &first : nullptr);
   });
@@ -843,17 +913,19 @@ Tensor frame_conv_eval_cpu(const Tensor& x, const Tensor& edge_index, const Tens
                            const Tensor& first_bias, const Tensor& radial_weight, const Tensor& radial_bias,
                            bool output_relu, const Tensor& frame, const Tensor& mix, const Tensor& rot_in,
                            const Tensor& lo_meta, const Tensor& src_index, const Tensor& weight_index,
-                           const Tensor& active, int64_t dim_out, int64_t channels) {
+                           const Tensor& active, int64_t dim_out, int64_t channels,
+                           const std::optional<Tensor>& reverse_flip) {
   return forward_cpu(Call(x, edge_index, basis, radial_weight, radial_bias, output_relu, frame, mix,
                           Consts{rot_in, lo_meta, src_index, weight_index, active, dim_out, channels},
-                          first_weight, first_bias));
+                          first_weight, first_bias, reverse_flip.value_or(Tensor())));
 }
 
 Tensor frame_conv_eval_autograd(const Tensor& x, const Tensor& edge_index, const Tensor& basis,
                                 const Tensor& first_weight, const Tensor& first_bias, const Tensor& radial_weight,
                                 const Tensor& radial_bias, bool output_relu, const Tensor& frame, const Tensor& mix,
                                 const Tensor& rot_in, const Tensor& lo_meta, const Tensor& src_index,
-                                const Tensor& weight_index, const Tensor& active, int64_t dim_out, int64_t channels) {
+                                const Tensor& weight_index, const Tensor& active, int64_t dim_out, int64_t channels,
+                                const std::optional<Tensor>& reverse_flip) {
   if (torch::autograd::GradMode::is_enabled()) {
     for (const Tensor* t : {&x, &basis, &first_weight, &first_bias, &radial_weight, &radial_bias, &frame, &mix})
       TORCH_CHECK(!t->requires_grad(),
@@ -863,7 +935,7 @@ Tensor frame_conv_eval_autograd(const Tensor& x, const Tensor& edge_index, const
   at::AutoDispatchBelowADInplaceOrView guard;
   return frame_conv_eval_cpu(x, edge_index, basis, first_weight, first_bias, radial_weight, radial_bias,
                              output_relu, frame, mix, rot_in, lo_meta, src_index, weight_index, active, dim_out,
-                             channels);
+                             channels, reverse_flip);
 }
 
 class FrameConvFunction : public torch::autograd::Function<FrameConvFunction> {
@@ -917,7 +989,8 @@ TORCH_LIBRARY(glassmd, m) {
   m.def(
       "frame_conv_eval(Tensor x, Tensor edge_index, Tensor basis, Tensor first_weight, Tensor first_bias, "
       "Tensor radial_weight, Tensor radial_bias, bool output_relu, Tensor frame, Tensor mix, Tensor rot_in, "
-      "Tensor lo_meta, Tensor src_index, Tensor weight_index, Tensor active, int dim_out, int channels) -> Tensor");
+      "Tensor lo_meta, Tensor src_index, Tensor weight_index, Tensor active, int dim_out, int channels, "
+      "Tensor? reverse_flip=None) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(glassmd, CPU, m) {

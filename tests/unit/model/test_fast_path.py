@@ -162,16 +162,23 @@ def test_export_of_fast_path_round_trips_and_matches_reference(tmp_path):
         y_file = module(pos, types, edge_index, edge_vec)
         reference = copy.deepcopy(model).set_implementation("e3nn")
         y_ref = reference.denormalize(reference(types, edge_index, edge_vec))
+        # Edge features of the edge-frame kernels: radial basis and frames, no harmonics.
         edge_feat = module.edge_features(edge_vec)
-        assert edge_feat.shape == (edge_vec.shape[0], 9 + 10 + frame_dim(2))
+        assert edge_feat.shape == (edge_vec.shape[0], 10 + frame_dim(2))
+        paired_index, paired_feat = module.prepare_edges(edge_index, edge_vec)
+        n_pairs = paired_index.shape[1] - paired_feat.shape[0]
+        assert 2 * n_pairs == edge_vec.shape[0]  # a full periodic list: every edge has its reverse
         node_attr = module.node_attributes(types)
-        h = torch.zeros(pos.shape[0], 0)
-        for k in range(module.num_layers()):
-            h = module.layer(k, h, node_attr, edge_index, edge_feat)
-            assert h.shape == (pos.shape[0], module.feature_dim())
-        y_layers = module.readout(h)
+        y_layers = []
+        for index, feat in ((edge_index, edge_feat), (paired_index, paired_feat)):
+            h = torch.zeros(pos.shape[0], 0)
+            for k in range(module.num_layers()):
+                h = module.layer(k, h, node_attr, index, feat)
+                assert h.shape == (pos.shape[0], module.feature_dim())
+            y_layers.append(module.readout(h))
     assert torch.allclose(y_file, y_ref, rtol=0, atol=1e-5 * max(1.0, float(y_ref.abs().max())))
-    assert torch.equal(y_layers, y_file)
+    assert torch.equal(y_layers[1], y_file)  # forward() is the paired layer-by-layer evaluation
+    assert torch.allclose(y_layers[0], y_file, rtol=0, atol=1e-6 * max(1.0, float(y_ref.abs().max())))
 
 
 def test_fused_kernel_is_built_and_used():

@@ -1,0 +1,99 @@
+// glassmd::pair_edges: the order in which glassmd::frame_conv_eval visits the edges of a graph, with the two
+// directions i -> j and j -> i of a pair side by side, so that one radial MLP and one frame serve both.
+//
+// A neighbour list holds most pairs twice (a full list), but not all: in a LAMMPS sub-domain an edge from a
+// ghost atom to a local one has no reverse, and with a box shorter than two cutoffs one pair of atoms can be
+// joined by several periodic images. So an edge is paired only with the edge of swapped ends whose vector is
+// its exact opposite (to a few float32 roundings); everything else stays an unpaired edge. Pairing is mutual
+// and each edge appears once in the result, so the convolution sums the same messages in another order.
+
+#include <torch/library.h>
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+
+// Returns (order, n_pairs): edge_index[:, order] lists the first directions of the pairs, their reverses in
+// the same order, then the unpaired edges in their original order.
+std::tuple<Tensor, int64_t> pair_edges_cpu(const Tensor& edge_index_in, const Tensor& edge_vec_in,
+                                           double tolerance) {
+  TORCH_CHECK(edge_index_in.dim() == 2 && edge_index_in.size(0) == 2, "pair_edges: edge_index must be [2, E]");
+  const int64_t n_edges = edge_index_in.size(1);
+  TORCH_CHECK(edge_vec_in.dim() == 2 && edge_vec_in.size(0) == n_edges && edge_vec_in.size(1) == 3,
+              "pair_edges: edge_vec must be [E, 3] with E = edge_index.shape[1]");
+  auto options = at::TensorOptions().dtype(at::kLong);
+  if (n_edges == 0) return {at::empty({0}, options), 0};
+  const Tensor edge_index = edge_index_in.to(at::kCPU, at::kLong).contiguous();
+  const Tensor edge_vec = edge_vec_in.to(at::kCPU, at::kDouble).contiguous();
+  const int64_t* sender = edge_index.data_ptr<int64_t>();
+  const int64_t* receiver = sender + n_edges;
+  const double* vec = edge_vec.data_ptr<double>();
+  const int64_t lo = edge_index.min().item<int64_t>();
+  TORCH_CHECK(lo >= 0, "pair_edges: negative node index in edge_index");
+  const int64_t n_nodes = edge_index.max().item<int64_t>() + 1;
+
+  // Edges grouped by receiver (counting sort, stable): the candidates for the reverse of s -> r are the
+  // edges received by s.
+  std::vector<int64_t> start(n_nodes + 1, 0), by_receiver(n_edges);
+  for (int64_t e = 0; e < n_edges; ++e) ++start[receiver[e] + 1];
+  for (int64_t i = 0; i < n_nodes; ++i) start[i + 1] += start[i];
+  {
+    std::vector<int64_t> cursor(start.begin(), start.end() - 1);
+    for (int64_t e = 0; e < n_edges; ++e) by_receiver[cursor[receiver[e]]++] = e;
+  }
+
+  std::vector<int64_t> partner(n_edges, -1);
+  at::parallel_for(0, n_edges, 4096, [&](int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; ++e) {
+      const int64_t s = sender[e], r = receiver[e];
+      const double* v = vec + 3 * e;
+      const double scale = std::max({std::abs(v[0]), std::abs(v[1]), std::abs(v[2])});
+      const double tol = tolerance * scale;
+      for (int64_t i = start[s]; i < start[s + 1]; ++i) {
+        const int64_t q = by_receiver[i];
+        if (q == e || sender[q] != r) continue;
+        const double* w = vec + 3 * q;
+        if (std::abs(v[0] + w[0]) <= tol && std::abs(v[1] + w[1]) <= tol && std::abs(v[2] + w[2]) <= tol) {
+          partner[e] = q;
+          break;
+        }
+      }
+    }
+  });
+
+  std::vector<int64_t> first, unpaired;
+  first.reserve(n_edges / 2);
+  for (int64_t e = 0; e < n_edges; ++e) {
+    const int64_t q = partner[e];
+    if (q >= 0 && partner[q] == e) {
+      if (e < q) first.push_back(e);
+    } else {
+      unpaired.push_back(e);
+    }
+  }
+  const int64_t n_pairs = static_cast<int64_t>(first.size());
+  Tensor order = at::empty({n_edges}, options);
+  int64_t* o = order.data_ptr<int64_t>();
+  for (int64_t k = 0; k < n_pairs; ++k) {
+    o[k] = first[k];
+    o[n_pairs + k] = partner[first[k]];
+  }
+  std::copy(unpaired.begin(), unpaired.end(), o + 2 * n_pairs);
+  return {order, n_pairs};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(glassmd, m) {
+  m.def("pair_edges(Tensor edge_index, Tensor edge_vec, float tolerance=1e-6) -> (Tensor, int)");
+}
+
+TORCH_LIBRARY_IMPL(glassmd, CPU, m) { m.impl("pair_edges", pair_edges_cpu); }

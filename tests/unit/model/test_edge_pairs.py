@@ -1,0 +1,121 @@
+"""Paired evaluation: glassmd::pair_edges puts i -> j and j -> i side by side, and glassmd::frame_conv_eval
+evaluates the radial MLP and reads the frame once per pair. The result must not depend on it."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from glassmd.data.graph import periodic_graph
+from glassmd.model import GlassGNN, ModelConfig
+from glassmd.model.fast_conv import EdgeFrames, reverse_frame_flip
+from glassmd.model.fused_kernel import fused_kernel_available
+
+pytestmark = pytest.mark.skipif(not fused_kernel_available(), reason="the fused kernel is not built")
+
+
+def graph(n, box, seed, dtype=torch.float64, keep=1.0, cutoff=2.0):
+    rng = np.random.default_rng(seed)
+    box = np.full(3, box)
+    pos = rng.random((n, 3)) * box
+    edge_index, edge_vec = periodic_graph(pos, box, cutoff)
+    kept = np.flatnonzero(rng.random(edge_index.shape[1]) < keep)  # a list without some reverses, as in LAMMPS
+    types = torch.as_tensor(rng.integers(0, 2, n))
+    return types, torch.as_tensor(edge_index[:, kept]), torch.as_tensor(edge_vec[kept], dtype=dtype)
+
+
+def check_order(edge_index, edge_vec, order, n_pairs):
+    """order is a permutation; [0, P) and [P, 2P) are mutual reverses with opposite vectors."""
+    n_edges = edge_index.shape[1]
+    assert sorted(order.tolist()) == list(range(n_edges))
+    first, second = order[:n_pairs], order[n_pairs : 2 * n_pairs]
+    assert torch.equal(edge_index[0, first], edge_index[1, second])
+    assert torch.equal(edge_index[1, first], edge_index[0, second])
+    assert torch.allclose(edge_vec[first], -edge_vec[second], rtol=0, atol=1e-12)
+    unpaired = order[2 * n_pairs :]
+    assert torch.all(unpaired[1:] > unpaired[:-1])  # in their original order
+
+
+def test_a_full_periodic_list_is_all_pairs():
+    _, edge_index, edge_vec = graph(300, (300 / 1.2) ** (1 / 3), seed=0)
+    order, n_pairs = torch.ops.glassmd.pair_edges(edge_index, edge_vec)
+    assert 2 * n_pairs == edge_index.shape[1]
+    check_order(edge_index, edge_vec, order, n_pairs)
+
+
+def test_edges_without_their_reverse_stay_unpaired():
+    _, edge_index, edge_vec = graph(300, (300 / 1.2) ** (1 / 3), seed=1, keep=0.7)
+    order, n_pairs = torch.ops.glassmd.pair_edges(edge_index, edge_vec)
+    keys = {(int(s), int(r)) for s, r in edge_index.t()}
+    expected = sum((r, s) in keys for s, r in keys) // 2
+    assert n_pairs == expected and 0 < n_pairs < edge_index.shape[1] // 2
+    check_order(edge_index, edge_vec, order, n_pairs)
+
+
+def test_periodic_images_pair_by_vector():
+    """A box shorter than two cutoffs joins two atoms by several images (and atoms to their own images):
+    each edge pairs only with the reverse of the same image."""
+    from vesin import NeighborList  # glassmd's own graphs refuse such boxes; LAMMPS ghost lists have them
+
+    pos = np.random.default_rng(2).random((4, 3)) * 1.9
+    i, j, d = NeighborList(cutoff=2.0, full_list=True).compute(
+        points=pos, box=np.diag([1.9] * 3), periodic=True, quantities="ijD"
+    )
+    edge_index, edge_vec = torch.as_tensor(np.stack([j, i]).astype(np.int64)), torch.as_tensor(d)
+    assert bool((edge_index[0] == edge_index[1]).any())  # an atom sees its own images
+    keys = [(int(s), int(r)) for s, r in edge_index.t()]
+    assert len(set(keys)) < len(keys)  # and several images of another atom
+    order, n_pairs = torch.ops.glassmd.pair_edges(edge_index, edge_vec)
+    assert 2 * n_pairs == edge_index.shape[1]
+    check_order(edge_index, edge_vec, order, n_pairs)
+
+
+def test_pair_edges_of_no_edges_and_bad_input():
+    order, n_pairs = torch.ops.glassmd.pair_edges(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, 3))
+    assert order.numel() == 0 and n_pairs == 0
+    with pytest.raises(RuntimeError, match="edge_vec must be"):
+        torch.ops.glassmd.pair_edges(torch.zeros(2, 4, dtype=torch.long), torch.zeros(3, 3))
+    with pytest.raises(RuntimeError, match="negative node index"):
+        torch.ops.glassmd.pair_edges(torch.tensor([[0, -1], [1, 0]]), torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("l_max", [1, 2, 3])
+def test_reverse_frame_is_a_column_sign_flip(l_max):
+    frames = EdgeFrames(l_max).to(torch.float64)
+    n = torch.randn(100, 3, dtype=torch.float64)
+    flip = reverse_frame_flip(l_max)
+    assert set(flip.tolist()) <= {-1.0, 1.0}
+    assert torch.allclose(frames(-n), frames(n) * flip, atol=1e-6)
+
+
+@pytest.mark.parametrize("l_max,channels", [(1, 2), (2, 5), (3, 4)])
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
+def test_paired_evaluation_matches_the_reference(l_max, channels, dtype, tol):
+    """Pairs, unpaired edges and partial blocks of both, against e3nn."""
+    types, edge_index, edge_vec = graph(203, (203 / 1.2) ** (1 / 3), seed=3, dtype=dtype, keep=0.8)
+    torch.manual_seed(0)
+    model = GlassGNN.create(ModelConfig(l_max=l_max, channels=channels, layers=3), dtype)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(types, edge_index, edge_vec)
+    model.eval()
+    _, n_pairs = torch.ops.glassmd.pair_edges(edge_index, edge_vec)
+    assert n_pairs % 16 and (edge_index.shape[1] - 2 * n_pairs) % 16  # partial blocks of both kinds
+    with torch.no_grad():
+        assert model.pairs_edges(edge_vec)
+        paired = model(types, edge_index, edge_vec)
+        reference = copy.deepcopy(model).set_implementation("e3nn")(types, edge_index, edge_vec)
+    assert torch.allclose(paired, reference, rtol=0, atol=tol * max(1.0, float(reference.abs().max())))
+
+
+def test_paired_edges_outside_the_fused_evaluation_are_an_error():
+    types, edge_index, edge_vec = graph(100, (100 / 1.2) ** (1 / 3), seed=4, dtype=torch.float32)
+    model = GlassGNN(ModelConfig(layers=2)).eval()
+    with torch.no_grad():
+        index, sh, radial, frame = model.edge_inputs(edge_index, edge_vec)
+    assert radial.shape[0] < index.shape[1]
+    x = model.node_attributes(types)
+    with pytest.raises(RuntimeError, match="paired edges"):
+        model.layers[0].conv(x, index, sh, radial, frame)  # gradients on: not the evaluation kernel
