@@ -465,8 +465,16 @@ void FixGlassGNN::evaluate()
 
   // Nodes: all local atoms (identity-indexed) then the ghosts that are a
   // neighbor of some local atom.  Atoms of unmapped types get a placeholder
-  // type and no edges; their predictions are discarded.
+  // type and no edges; their predictions are discarded.  A ghost that is a
+  // periodic image of an atom of this rank is that atom's node: its features
+  // need no exchange, and the edges through it pair with their reverses
+  // (glassmd evaluates the two directions of a pair at the cost of one).
   atom_node.assign(nall, -1);
+  own_atom.clear();
+  if (atom->tag_enable) {
+    own_atom.reserve(nlocal);
+    for (int i = 0; i < nlocal; i++) own_atom[atom->tag[i]] = i;
+  }
   node_atom.resize(nlocal);
   node_types.resize(nlocal);
   for (int i = 0; i < nlocal; i++) {
@@ -497,10 +505,15 @@ void FixGlassGNN::evaluate()
       if (dx * dx + dy * dy + dz * dz >= cutsq) continue;
       int node = atom_node[j];
       if (node < 0) {
-        node = (int) node_atom.size();
+        const auto own = atom->tag_enable ? own_atom.find(atom->tag[j]) : own_atom.end();
+        if (own != own_atom.end()) {
+          node = own->second;
+        } else {
+          node = (int) node_atom.size();
+          node_atom.push_back(j);
+          node_types.push_back(tj);
+        }
         atom_node[j] = node;
-        node_atom.push_back(j);
-        node_types.push_back(tj);
       }
       senders.push_back(node);
       receivers.push_back(i);
@@ -512,6 +525,11 @@ void FixGlassGNN::evaluate()
 
   const int nnodes = (int) node_atom.size();
   const int nedges = (int) senders.size();
+  // The ghost exchange between layers is skipped when no rank needs it (one rank, periodic images only).
+  int mine = nnodes > nlocal ? 1 : 0;
+  int any = 0;
+  MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, world);
+  ghost_nodes = any != 0;
   const bool active = nnodes > 0;    // a rank without atoms still joins the communication
   int rc = 0;
   std::string message;
@@ -543,7 +561,7 @@ void FixGlassGNN::evaluate()
     check(rc, fmt::format("model layer {} failed at step {}: {}", k, update->ntimestep, message)
                   .c_str());
 
-    comm->forward_comm(this);
+    if (ghost_nodes) comm->forward_comm(this);
     for (int node = 0; node < nnodes; node++)
       memcpy(&node_features[(size_t) node * feature_dim], features[node_atom[node]],
              sizeof(double) * feature_dim);
@@ -749,5 +767,6 @@ double FixGlassGNN::memory_usage()
   bytes += (double) (node_atom.capacity() + atom_node.capacity() + node_types.capacity() +
                      senders.capacity() + receivers.capacity()) *
       sizeof(int);
+  bytes += (double) own_atom.size() * (sizeof(tagint) + sizeof(int) + 2 * sizeof(void *));
   return bytes;
 }

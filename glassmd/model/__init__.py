@@ -2,7 +2,7 @@
 
 from glassmd.model.checkpoint import checkpoint_payload, model_from_checkpoint
 from glassmd.model.config import ModelConfig
-from glassmd.model.export import ExportedGlassGNN, export_model, load_model_file, model_metadata
+from glassmd.model.export import ExportedGlassGNN, export_model, load_model_file, model_from_file, model_metadata
 from glassmd.model.network import GlassGNN, count_parameters
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "ExportedGlassGNN",
     "export_model",
     "load_model_file",
+    "model_from_file",
     "model_metadata",
     "checkpoint_payload",
     "model_from_checkpoint",

@@ -75,9 +75,17 @@ def _path(args) -> int:
 def _export(args) -> int:
     import torch
 
-    from glassmd.model import GlassGNN, export_model, model_from_checkpoint
+    from glassmd.model import GlassGNN, export_model, model_from_checkpoint, model_from_file
 
     dtype = {None: None, "float32": torch.float32, "float64": torch.float64}[args.dtype]
+    if args.checkpoint and args.model:
+        raise GlassmdError("give --checkpoint or --model, not both")
+    if args.model:
+        model, metadata = model_from_file(args.model)
+        if dtype is not None and model.label_mean.dtype != dtype:
+            raise GlassmdError(f"{args.model} holds a {model.label_mean.dtype} model; omit --dtype to export it as is")
+        print(f"wrote {export_model(model, args.output, metadata)}")
+        return 0
     if args.checkpoint:
         model = model_from_checkpoint(args.checkpoint)
         if dtype is not None and model.label_mean.dtype != dtype:
@@ -105,11 +113,14 @@ def register(subparsers) -> None:
         "export",
         help="write a TorchScript model file for fix glassgnn",
         description="Write a self-contained TorchScript model file (loads with torch.jit.load). With "
-        "--checkpoint, the trained model of that checkpoint; without, a freshly initialised model of the "
-        "given architecture (for tests and benchmarks).",
+        "--checkpoint, the trained model of that checkpoint; with --model, the weights and metadata of an "
+        "existing model file written again with this glassmd's code (a model file carries the code of the "
+        "glassmd that wrote it, so this brings newer, faster kernels to an old model); without either, a "
+        "freshly initialised model of the given architecture (for tests and benchmarks).",
     )
     export.add_argument("-o", "--output", required=True, help="model file to write (e.g. model.pt)")
     export.add_argument("--checkpoint", help="training checkpoint to export")
+    export.add_argument("--model", help="model file to write again with this glassmd (same weights)")
     export.add_argument(
         "--dtype", choices=["float32", "float64"], default=None, help="float32 unless the checkpoint says otherwise"
     )

@@ -29,7 +29,15 @@ from glassmd.model.config import ModelConfig
 from glassmd.model.fused_kernel import fused_kernel_available
 from glassmd.model.network import GlassGNN
 
-__all__ = ["ExportedGlassGNN", "export_model", "load_model_file", "model_metadata", "MODEL_FORMAT", "FORMAT_VERSION"]
+__all__ = [
+    "ExportedGlassGNN",
+    "export_model",
+    "load_model_file",
+    "model_from_file",
+    "model_metadata",
+    "MODEL_FORMAT",
+    "FORMAT_VERSION",
+]
 
 MODEL_FORMAT = "glassmd-model"
 FORMAT_VERSION = 1
@@ -265,3 +273,29 @@ def load_model_file(path: str | os.PathLike, map_location: str | torch.device = 
             f"({glassmd.__version__}) reads ({FORMAT_VERSION}); upgrade glassmd"
         )
     return module, meta
+
+
+def model_from_file(path: str | os.PathLike) -> tuple[GlassGNN, dict[str, Any]]:
+    """The :class:`GlassGNN` (eval mode) of a model file and the file's own metadata entries (training run
+    information and the like, not those :func:`model_metadata` recomputes).
+
+    A model file carries the code of the glassmd that wrote it; ``export_model(*model_from_file(old), new)``
+    writes the same weights with this glassmd's code (``glassmd export --model``).
+    """
+    module, meta = load_model_file(path)
+    if "config" not in meta:
+        raise ModelFileError(f"model file {str(path)!r} metadata has no 'config'; it cannot be exported again")
+    dtype = {"float32": torch.float32, "float64": torch.float64}.get(str(meta.get("dtype", "float32")))
+    if dtype is None:
+        raise ModelFileError(f"model file {str(path)!r} has an unknown dtype {meta.get('dtype')!r}")
+    model = GlassGNN.create(ModelConfig.from_dict(meta["config"]), dtype)
+    prefix = "model."
+    # A TorchScript module's state_dict also holds the non-persistent buffers (constants rebuilt here).
+    wanted = set(model.state_dict())
+    state = {k[len(prefix) :]: v for k, v in module.state_dict().items() if k[len(prefix) :] in wanted}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelFileError(f"model file {str(path)!r} does not match its own config: {exc}") from None
+    own = set(model_metadata(model))
+    return model.eval(), {k: v for k, v in meta.items() if k not in own}

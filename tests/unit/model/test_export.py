@@ -96,8 +96,11 @@ def _split_into_ranks(positions, box, cutoff, n_ranks=2):
     return ranks
 
 
+@pytest.mark.parametrize("paired", [False, True])
 @pytest.mark.parametrize("dtype, tolerance", [(torch.float32, 1e-5), (torch.float64, 1e-10)])
-def test_layer_by_layer_with_ghost_exchange_equals_forward(tmp_path, ka_small, dtype, tolerance):
+def test_layer_by_layer_with_ghost_exchange_equals_forward(tmp_path, ka_small, dtype, tolerance, paired):
+    """As the fix runs it: per rank, local atoms and ghosts; with prepare_edges (paired edges, the ghost edges
+    unpaired) or edge_features (every edge its own row)."""
     positions, types, box = ka_small
     model = _trained_looking(GlassGNN.create(CONFIG, dtype))
     module, _ = load_model_file(export_model(model, tmp_path / "model.pt"))
@@ -108,7 +111,12 @@ def test_layer_by_layer_with_ghost_exchange_equals_forward(tmp_path, ka_small, d
         assert all(len(r["atoms"]) > r["n_local"] for r in ranks), "the test needs ghost atoms"
         for r in ranks:
             r["node_attr"] = module.node_attributes(torch.from_numpy(types[r["atoms"]]))
-            r["edge_feat"] = module.edge_features(r["edge_vec"].to(dtype))
+            if paired:
+                r["edge_index"], r["edge_feat"] = module.prepare_edges(r["edge_index"], r["edge_vec"].to(dtype))
+                n_pairs = r["edge_index"].shape[1] - r["edge_feat"].shape[0]
+                assert 0 < 2 * n_pairs < r["edge_index"].shape[1]
+            else:
+                r["edge_feat"] = module.edge_features(r["edge_vec"].to(dtype))
             r["h"] = torch.zeros(len(r["atoms"]), 0, dtype=dtype)
         for k in range(module.num_layers()):
             for r in ranks:
@@ -144,6 +152,22 @@ def test_export_from_checkpoint(tmp_path, ka_small):
         expected = model.denormalize(model(torch.from_numpy(types), edge_index, edge_vec.float()))
         got = module(torch.from_numpy(positions).float(), torch.from_numpy(types), edge_index, edge_vec.float())
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_export_again_from_a_model_file(tmp_path, ka_small):
+    """`glassmd export --model OLD -o NEW`: same weights, same metadata entries, this glassmd's code."""
+    positions, types, box = ka_small
+    model = _trained_looking(GlassGNN.create(CONFIG))
+    old = export_model(model, tmp_path / "old.pt", {"training": {"run": "somewhere"}})
+    assert main(["export", "--model", str(old), "-o", str(tmp_path / "new.pt")]) == 0
+    (old_module, old_meta), (new_module, new_meta) = load_model_file(old), load_model_file(tmp_path / "new.pt")
+    assert new_meta == old_meta
+    edge_index, edge_vec = periodic_graph(positions, box, 2.0)
+    args = (torch.from_numpy(positions).float(), torch.from_numpy(types), edge_index, edge_vec.float())
+    with torch.no_grad():
+        torch.testing.assert_close(new_module(*args), old_module(*args), atol=1e-6, rtol=0)
+    assert main(["export", "--model", str(old), "--checkpoint", "x.ckpt", "-o", str(tmp_path / "both.pt")]) == 2
+    assert not (tmp_path / "both.pt").exists()
 
 
 def test_export_does_not_leave_partial_files_on_failure(tmp_path):
