@@ -81,21 +81,47 @@ class EdgeFrames(nn.Module):
         self.dim = frame_dim(l_max)
         order = max(l_max, 1)
         n_f = 2 * order + 1
-        blocks = []
+        blocks, alpha_blocks, beta_blocks = [], [], []
+        dtype = torch.get_default_dtype()
         for l in range(1, l_max + 1):
-            gens = o3.so3_generators(l).to(torch.float64)
+            torch.set_default_dtype(torch.float64)  # e3nn builds the generators in the default dtype
+            try:
+                gens = o3.so3_generators(l)
+            finally:
+                torch.set_default_dtype(dtype)
             a = _one_axis_rotation_coefficients(gens[1], order)  # about y, angle alpha
             b = _one_axis_rotation_coefficients(gens[0], order)  # about x, angle beta
             prod = torch.einsum("jab,kbc->jkac", a, b).reshape(n_f * n_f, -1)
             blocks.append(prod)
+            alpha_blocks.append(a.reshape(n_f, -1))
+            beta_blocks.append(b.reshape(n_f, -1))
+        empty = torch.zeros(n_f, 0, dtype=torch.float64)
         basis = torch.cat(blocks, dim=1) if blocks else torch.zeros(n_f * n_f, 0, dtype=torch.float64)
         self.order = order
+
         # The least-squares fit leaves ~1e-17 where the coefficients are exactly zero; in float32 some become
         # subnormal, and a matrix product with subnormal operands runs 40x slower.
-        basis = torch.where(basis.abs() < 1e-12, torch.zeros_like(basis), basis)
-        self.register_buffer("basis", basis.to(torch.get_default_dtype()), persistent=False)
+        def clean(c: torch.Tensor) -> torch.Tensor:
+            return torch.where(c.abs() < 1e-12, torch.zeros_like(c), c)
+
+        self.register_buffer("basis", clean(basis).to(dtype), persistent=False)
+        # The factors A(alpha), B(beta) separately, for the C++ kernel glassmd::edge_frames (float64: it
+        # keeps only the non-zero terms, and multiplies in the dtype of the edges).
+        alpha = torch.cat(alpha_blocks, 1) if alpha_blocks else empty
+        beta = torch.cat(beta_blocks, 1) if beta_blocks else empty
+        self.register_buffer("alpha_coef", clean(alpha), persistent=False)
+        self.register_buffer("beta_coef", clean(beta), persistent=False)
+        from glassmd.model.fused_kernel import fused_kernel_available
+
+        self.use_kernel = fused_kernel_available()
 
     def forward(self, edge_vec: torch.Tensor) -> torch.Tensor:
+        if self.use_kernel and edge_vec.device.type == "cpu" and not edge_vec.requires_grad:
+            return torch.ops.glassmd.edge_frames(edge_vec, self.alpha_coef, self.beta_coef, self.l_max)
+        return self.torch_forward(edge_vec)
+
+    def torch_forward(self, edge_vec: torch.Tensor) -> torch.Tensor:
+        """The frames in torch ops (any device, differentiable); the C++ kernel computes the same."""
         n = edge_vec / torch.linalg.vector_norm(edge_vec, dim=1, keepdim=True)
         x, y, z = n[:, 0], n[:, 1], n[:, 2]
         rho2 = x * x + z * z
@@ -115,8 +141,9 @@ def reverse_frame_flip(l_max: int) -> torch.Tensor:
     """Signs ``s`` [frame_dim] with ``EdgeFrames(-n) = EdgeFrames(n) * s`` for every direction ``n``.
 
     The frame of ``-n`` is that of ``n`` followed by a half turn about an axis normal to the polar one, which is
-    diagonal (signs) in the real harmonics: so the fused kernel gets the frame of the edge j -> i from that of
-    i -> j by flipping columns (``glassmd::frame_conv_eval`` with paired edges). Derived here numerically from
+    diagonal (signs ``S_m``) in the real harmonics: ``D(-n) = D(n) S``, a sign per column, and ``s`` repeats
+    ``S_m`` down each column of every ``D^l``. The fused kernel evaluates the edge j -> i with the frame of
+    i -> j this way (``glassmd::frame_conv_eval`` with paired edges). Derived numerically from
     :class:`EdgeFrames` itself, and checked, so it follows any change of frame convention.
     """
     previous = torch.get_default_dtype()
@@ -127,10 +154,17 @@ def reverse_frame_flip(l_max: int) -> torch.Tensor:
         torch.set_default_dtype(previous)
     n = torch.randn(64, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     forward, backward = frames(n), frames(-n)
-    ratio = torch.where(forward.abs() > 1e-6, backward / forward, torch.zeros_like(forward))
-    flip = torch.where(ratio.sum(0) < 0, -torch.ones(frames.dim, dtype=torch.float64), torch.ones(frames.dim, dtype=torch.float64))
+    flip = torch.ones(frames.dim, dtype=torch.float64)
+    offset = 0
+    for l in range(1, l_max + 1):
+        d = 2 * l + 1
+        a = forward[:, offset : offset + d * d].reshape(-1, d, d)
+        b = backward[:, offset : offset + d * d].reshape(-1, d, d)
+        column_sign = torch.where((a * b).sum(dim=(0, 1)) < 0, -1.0, 1.0)  # [d]
+        flip[offset : offset + d * d] = column_sign.repeat(d)
+        offset += d * d
     if not torch.allclose(backward, forward * flip, atol=1e-12):
-        raise RuntimeError("the edge frame of -n is not a sign flip of that of n: check EdgeFrames")
+        raise RuntimeError("the edge frame of -n is not a column sign flip of that of n: check EdgeFrames")
     return flip
 
 

@@ -25,15 +25,11 @@
 #include <optional>
 #include <vector>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
-
-// Every loop over the lanes of a block is one SIMD operation. Said explicitly: left alone, GCC fully unrolls
-// these 16-iteration loops and re-vectorises across channels with permutes, 10x slower.
-#define GLASSMD_LANES _Pragma("omp simd")
+#include "lanes.h"
 
 namespace {
+
+using namespace glassmd_lanes;
 
 using at::Tensor;
 
@@ -47,6 +43,7 @@ struct Entry {
 struct OutBlock {
   int64_t lo, d, K, mix_off, out_off, frame_off;
   std::vector<int64_t> entry_begin;  // per m: first entry; entry_begin[d] = end
+  std::vector<int8_t> reverse_sign;  // per m: sign of the component in the frame of the reverse edge
 };
 
 struct RotBlock {
@@ -59,6 +56,22 @@ struct Plan {
   std::vector<uint8_t> rotated;  // per input feature: part of a rotated (l >= 1) block
   std::vector<OutBlock> blocks;
   std::vector<Entry> entries;
+  std::vector<int8_t> reverse_sign;  // per input feature: its sign in the frame of the reverse edge
+
+  // The frame of the reverse edge is D S with S the column signs of `flip` (reverse_frame_flip): the
+  // reverse edge's rotated inputs are S x' and its outputs rotate back as D (S z).
+  void set_reverse_signs(const float* flip) {
+    reverse_sign.assign(dim_in, 1);
+    for (const RotBlock& b : rot)
+      for (int64_t u = 0; u < b.mul; ++u)
+        for (int64_t i = 0; i < 2 * b.l + 1; ++i)
+          reverse_sign[b.off + u * (2 * b.l + 1) + i] = flip[b.frame_off + i] < 0 ? -1 : 1;
+    for (OutBlock& ob : blocks) {
+      ob.reverse_sign.assign(ob.d, 1);
+      if (ob.lo > 0)
+        for (int64_t m = 0; m < ob.d; ++m) ob.reverse_sign[m] = flip[ob.frame_off + m] < 0 ? -1 : 1;
+    }
+  }
 };
 
 Plan make_plan(const Tensor& rot_in, const Tensor& lo_meta, const Tensor& src_index, const Tensor& weight_index,
@@ -117,76 +130,6 @@ Plan make_plan(const Tensor& rot_in, const Tensor& lo_meta, const Tensor& src_in
     p.blocks.push_back(std::move(b));
   }
   return p;
-}
-
-// 16 x 16 transposes in AVX-512 registers, between 16 rows of features (one per edge) and the lane-major
-// block layout [feature][16]; gathering or scattering them one float at a time cost a third of the kernel.
-// Both return false (and do nothing) where this build has no such path: then the callers' loops run.
-#if defined(__AVX512F__)
-inline void transpose16(__m512* r) {
-  __m512 t[16];
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 16; i += 4) {
-    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-  }
-  for (int i = 0; i < 16; i += 8) {
-    for (int j = 0; j < 4; ++j) {
-      t[i + j] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0x88);
-      t[i + j + 4] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0xDD);
-    }
-  }
-  for (int j = 0; j < 8; ++j) {
-    r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
-    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
-  }
-}
-#endif
-
-// out[f * 16 + lane] = rows[lane][f] for f < n_features.
-template <typename T>
-bool rows_to_lanes(const T* const* rows, int64_t n_features, T* out) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    for (int64_t f0 = 0; f0 < n_features; f0 += 16) {
-      const int width = static_cast<int>(std::min<int64_t>(16, n_features - f0));
-      const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
-      __m512 r[16];
-      for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(mask, rows[i] + f0);
-      transpose16(r);
-      for (int c = 0; c < width; ++c) _mm512_storeu_ps(out + (f0 + c) * 16, r[c]);
-    }
-    return true;
-  }
-#endif
-  return false;
-}
-
-// rows[lane][f] += in[f * 16 + lane] for f < n_features, lanes in order (rows may repeat).
-template <typename T>
-bool add_lanes_to_rows(const T* in, int64_t n_features, T* const* rows) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    for (int64_t f0 = 0; f0 < n_features; f0 += 16) {
-      const int width = static_cast<int>(std::min<int64_t>(16, n_features - f0));
-      const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
-      __m512 r[16];
-      for (int c = 0; c < 16; ++c) r[c] = c < width ? _mm512_loadu_ps(in + (f0 + c) * 16) : _mm512_setzero_ps();
-      transpose16(r);
-      for (int i = 0; i < 16; ++i) {
-        float* dst = rows[i] + f0;
-        _mm512_mask_storeu_ps(dst, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), r[i]));
-      }
-    }
-    return true;
-  }
-#endif
-  return false;
 }
 
 // A [rows, features] tensor read through its strides.
@@ -259,7 +202,8 @@ constexpr int64_t kRotGroup = 4;
 // Gathers of one block of edges into lane-major buffers [feature][L]; missing lanes are zero.
 template <typename T, int L>
 struct Block {
-  std::vector<T> xs, xr, fr, hb, wb, z, msg, rb;
+  // Per stream of messages (s = 0, and s = 1 for the reverse direction of a pair): xs, xr, z, msg.
+  std::vector<T> xs, xr, fr, hb, wb, z, msg, rb, xs2, xr2, z2, msg2;
   Block(const Plan& p, int64_t z_size, int64_t hidden, int64_t n_basis = 0)
       : xs(p.dim_in * L),
         xr(p.dim_in * L),
@@ -268,7 +212,15 @@ struct Block {
         wb(p.n_w * L),
         z(z_size * L),
         msg(p.dim_out * L),
-        rb(n_basis * L) {}
+        rb(n_basis * L),
+        xs2(p.dim_in * L),
+        xr2(p.dim_in * L),
+        z2(z_size * L),
+        msg2(p.dim_out * L) {}
+  T* xs_of(int s) { return s == 0 ? xs.data() : xs2.data(); }
+  T* xr_of(int s) { return s == 0 ? xr.data() : xr2.data(); }
+  T* z_of(int s) { return s == 0 ? z.data() : z2.data(); }
+  T* msg_of(int s) { return s == 0 ? msg.data() : msg2.data(); }
 
   // Edges b0 .. b0+nb-1: their senders' features, frames and radial inputs.
   void gather(const Plan& p, int64_t b0, int nb, const int64_t* sender, const T* x, const Strided<T>& hidden,
@@ -277,14 +229,15 @@ struct Block {
     gather_edge_rows(p, b0, nb, hidden, frame, first);
   }
 
-  // The features of the senders of one block into xs.
-  void gather_senders(const Plan& p, const int64_t* senders, int nb, const T* x) {
-    if (nb < L) std::fill(xs.begin(), xs.end(), T(0));
+  // The features of the senders of one block into the buffer of stream s.
+  void gather_senders(const Plan& p, const int64_t* senders, int nb, const T* x, int s = 0) {
+    T* out = xs_of(s);
+    if (nb < L) std::fill(out, out + p.dim_in * L, T(0));
     const T* xrows[L];
     for (int lane = 0; lane < nb; ++lane) xrows[lane] = x + senders[lane] * p.dim_in;
-    if (!(nb == L && L == 16 && rows_to_lanes(xrows, p.dim_in, xs.data()))) {
+    if (!(nb == L && L == 16 && rows_to_lanes(xrows, p.dim_in, out))) {
       for (int lane = 0; lane < nb; ++lane)
-        for (int64_t f = 0; f < p.dim_in; ++f) xs[f * L + lane] = xrows[lane][f];
+        for (int64_t f = 0; f < p.dim_in; ++f) out[f * L + lane] = xrows[lane][f];
     }
   }
 
@@ -319,12 +272,12 @@ struct Block {
     }
   }
 
-  // The frames of the reverse edges j -> i from those of i -> j: D(-n) = D(n) S with S a constant diagonal
-  // of signs (a half turn about an axis normal to n), so it is a sign flip of some frame columns.
-  void reverse_frames(const Plan& p, const T* flip) {
-    for (int64_t f = 0; f < p.frame_dim; ++f)
-      if (flip[f] < T(0))
-        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) fr[f * L + lane] = -fr[f * L + lane];
+  // v[f] *= sign[f] for n groups of `width` lane vectors.
+  static void flip_signs(T* v, const std::vector<int8_t>& sign, int64_t width) {
+    for (size_t f = 0; f < sign.size(); ++f)
+      if (sign[f] < 0)
+        for (int64_t w = 0; w < width; ++w)
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) v[(f * width + w) * L + lane] = -v[(f * width + w) * L + lane];
   }
 
   // wb = [relu](W hb + b). With `pre`, also the pre-activation values (for the backward pass).
@@ -378,34 +331,45 @@ struct Block {
     return false;
   }
 
-  // x' = D^T x for every l >= 1 block of the sender's features; l = 0 features are copied.
-  void rotate_in(const Plan& p) { rotate_inputs<true>(p, xs.data(), xr.data()); }
+  // x' = D^T x for every l >= 1 block of the senders' features of NS streams; l = 0 features are copied.
+  template <int NS>
+  void rotate_in(const Plan& p) {
+    const T* in[2] = {xs.data(), xs2.data()};
+    T* out[2] = {xr.data(), xr2.data()};
+    rotate_inputs<true, NS>(p, in, out);
+  }
 
   // out = D^T in (to_edge_frame) or D in (back to the sender's frame, for gradients) for every l >= 1
-  // block of an input-feature vector; l = 0 features are copied.
+  // block of the input-feature vectors of NS streams with one frame; l = 0 features are copied.
   // (A template parameter: with a runtime flag the index arithmetic is not hoisted, about 10% slower.)
-  template <bool to_edge_frame>
-  void rotate_inputs(const Plan& p, const T* in, T* out) const {
-    for (int64_t f = 0; f < p.dim_in; ++f)
-      if (!p.rotated[f])
-        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) out[f * L + lane] = in[f * L + lane];
-    // Channels in groups of kRotGroup share each load of a rotation entry (the loads, not the FMAs, bound it).
+  template <bool to_edge_frame, int NS = 1>
+  void rotate_inputs(const Plan& p, const T* const* in, T* const* out) const {
+    for (int s = 0; s < NS; ++s)
+      for (int64_t f = 0; f < p.dim_in; ++f)
+        if (!p.rotated[f])
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) out[s][f * L + lane] = in[s][f * L + lane];
+    // Channels in groups of kRotGroup (and the NS streams) share each load of a rotation entry (the loads,
+    // not the FMAs, bound it).
     for (const RotBlock& b : p.rot) {
       const int64_t d = 2 * b.l + 1;
       const int64_t row_step = to_edge_frame ? 1 : d, col_step = to_edge_frame ? d : 1;
       for (int64_t u0 = 0; u0 < b.mul; u0 += kRotGroup) {
         const int64_t nu = std::min<int64_t>(kRotGroup, b.mul - u0);
-        const T* v = in + (b.off + u0 * d) * L;
-        T* o = out + (b.off + u0 * d) * L;
         for (int64_t i = 0; i < d; ++i) {
-          T acc[kRotGroup][L] = {};
+          T acc[NS][kRotGroup][L] = {};
           for (int64_t j = 0; j < d; ++j) {
             const T* D = fr.data() + (b.frame_off + i * row_step + j * col_step) * L;
-            for (int64_t u = 0; u < nu; ++u)
-              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[u][lane] += D[lane] * v[(u * d + j) * L + lane];
+            for (int s = 0; s < NS; ++s) {
+              const T* v = in[s] + (b.off + u0 * d) * L;
+              for (int64_t u = 0; u < nu; ++u)
+                GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[s][u][lane] += D[lane] * v[(u * d + j) * L + lane];
+            }
           }
-          for (int64_t u = 0; u < nu; ++u)
-            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[(u * d + i) * L + lane] = acc[u][lane];
+          for (int s = 0; s < NS; ++s) {
+            T* o = out[s] + (b.off + u0 * d) * L;
+            for (int64_t u = 0; u < nu; ++u)
+              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[(u * d + i) * L + lane] = acc[s][u][lane];
+          }
         }
       }
     }
@@ -444,106 +408,121 @@ int64_t edge_grain(int64_t n_edges) {
   return std::max<int64_t>(256, n_edges / std::max(1, at::get_num_threads()) + 1);
 }
 
-// t = w[k] x'[src(m, k)] for one non-zero product, per lane.
-template <typename T, int L>
-inline const Entry& weighted_input(const Entry& en, const T* wb, const T* xr, T* t) {
-  const T* wv = wb + en.wcol * L;
-  const T* xv = xr + en.src * L;
-  GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[lane] = wv[lane] * xv[lane];
-  return en;
-}
-
-// z[m][c] = sum over the non-zero products (m, k) of M[m][c][k] w[k] x'[src(m, k)], for one l_out block.
-// CC: the channel count when known at compile time (0: the runtime value C).
-template <typename T, int L, int CC>
-inline void mix_block(const Plan& p, const OutBlock& ob, const T* wb, const T* xr, const T* mix, T* z, int64_t C) {
+// z_s[m][c] = sum over the non-zero products (m, k) of M[m][c][k] w[k] x'_s[src(m, k)], for one l_out block and
+// NS streams that share the radial weights (the two directions of a pair): each entry's indices, weights and
+// mixing coefficients are loaded once for both. CC: the channel count when known at compile time (0: C).
+template <typename T, int L, int CC, int NS>
+inline void mix_block(const Plan& p, const OutBlock& ob, const T* wb, const T* const* xr, const T* mix, T* const* z,
+                      int64_t C) {
   constexpr int kMax = CC > 0 ? CC : 1;
   for (int64_t m = 0; m < ob.d; ++m) {
-    T* zm = z + m * C * L;
     if (CC > 0) {
-      T acc[kMax][L] = {};
+      T acc[NS][kMax][L] = {};
       for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
-        T t[L];
-        const Entry& en = weighted_input<T, L>(p.entries[q], wb, xr, t);
+        const Entry& en = p.entries[q];
+        const T* wv = wb + en.wcol * L;
+        T t[NS][L];
+        for (int s = 0; s < NS; ++s) {
+          const T* xv = xr[s] + en.src * L;
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[s][lane] = wv[lane] * xv[lane];
+        }
         for (int c = 0; c < kMax; ++c) {
           const T coef = mix[en.mix + c * ob.K];
-          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[c][lane] += coef * t[lane];
+          for (int s = 0; s < NS; ++s)
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[s][c][lane] += coef * t[s][lane];
         }
       }
-      for (int c = 0; c < kMax; ++c)
-        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) zm[c * L + lane] = acc[c][lane];
+      for (int s = 0; s < NS; ++s)
+        for (int c = 0; c < kMax; ++c)
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) z[s][(m * C + c) * L + lane] = acc[s][c][lane];
       continue;
     }
-    std::fill(zm, zm + C * L, T(0));
+    for (int s = 0; s < NS; ++s) std::fill(z[s] + m * C * L, z[s] + (m + 1) * C * L, T(0));
     for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
-      T t[L];
-      const Entry& en = weighted_input<T, L>(p.entries[q], wb, xr, t);
-      for (int64_t c = 0; c < C; ++c) {
-        const T coef = mix[en.mix + c * ob.K];
-        T* zc = zm + c * L;
-        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) zc[lane] += coef * t[lane];
+      const Entry& en = p.entries[q];
+      const T* wv = wb + en.wcol * L;
+      for (int s = 0; s < NS; ++s) {
+        T t[L];
+        const T* xv = xr[s] + en.src * L;
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[lane] = wv[lane] * xv[lane];
+        for (int64_t c = 0; c < C; ++c) {
+          const T coef = mix[en.mix + c * ob.K];
+          T* zc = z[s] + (m * C + c) * L;
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) zc[lane] += coef * t[lane];
+        }
       }
     }
   }
 }
 
-// Messages of one block of edges whose frames (fr) and radial weights (wb) are in `blk`: gather the senders,
-// rotate into the edge frames, weight and mix, rotate back, and add to the receivers' rows of `acc_out`.
-template <typename T, int L>
-void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* senders, const int64_t* receivers, int nb,
-                    const T* x, const T* mix, T* acc_out) {
+// Messages of one block of edges whose frames (fr) and radial weights (wb) are in `blk`, for NS streams: the
+// edges themselves, and with NS = 2 also their reverses (the frame D S, see Plan::set_reverse_signs). Gather
+// the senders, rotate into the edge frames, weight and mix, rotate back, add to the receivers' rows of acc_out.
+template <typename T, int L, int NS>
+void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* senders, const int64_t* const* receivers,
+                    int nb, const T* x, const T* mix, T* acc_out) {
   const int64_t C = p.channels;
-  blk.gather_senders(p, senders, nb, x);
-  blk.rotate_in(p);
+  for (int s = 0; s < NS; ++s) blk.gather_senders(p, senders[s], nb, x, s);
+  blk.template rotate_in<NS>(p);
+  if (NS == 2) Block<T, L>::flip_signs(blk.xr2.data(), p.reverse_sign, 1);
+  const T* xr[2] = {blk.xr.data(), blk.xr2.data()};
+  T* z[2] = {blk.z.data(), blk.z2.data()};
   for (const OutBlock& ob : p.blocks) {
-    T* z = blk.z.data();
     switch (C) {  // the common channel counts keep the accumulators of one m in registers
-      case 2: mix_block<T, L, 2>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C); break;
-      case 4: mix_block<T, L, 4>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C); break;
-      case 8: mix_block<T, L, 8>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C); break;
-      default: mix_block<T, L, 0>(p, ob, blk.wb.data(), blk.xr.data(), mix, z, C);
+      case 2: mix_block<T, L, 2, NS>(p, ob, blk.wb.data(), xr, mix, z, C); break;
+      case 4: mix_block<T, L, 4, NS>(p, ob, blk.wb.data(), xr, mix, z, C); break;
+      case 8: mix_block<T, L, 8, NS>(p, ob, blk.wb.data(), xr, mix, z, C); break;
+      default: mix_block<T, L, 0, NS>(p, ob, blk.wb.data(), xr, mix, z, C);
     }
     // Back to the global frame, written in e3nn's (l_out, channel, m) layout.
     if (ob.lo == 0) {
-      for (int64_t c = 0; c < C; ++c) {
-        T* o = blk.msg.data() + (ob.out_off + c) * L;
-        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = z[c * L + lane];
-      }
-    } else {
-      for (int64_t c0 = 0; c0 < C; c0 += kRotGroup) {
-        const int64_t nc = std::min<int64_t>(kRotGroup, C - c0);
-        for (int64_t mp = 0; mp < ob.d; ++mp) {
-          T acc[kRotGroup][L] = {};
-          for (int64_t m = 0; m < ob.d; ++m) {
-            const T* D = blk.fr.data() + (ob.frame_off + mp * ob.d + m) * L;
-            const T* zz = z + (m * C + c0) * L;
+      for (int s = 0; s < NS; ++s)
+        for (int64_t c = 0; c < C; ++c) {
+          T* o = blk.msg_of(s) + (ob.out_off + c) * L;
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = z[s][c * L + lane];
+        }
+      continue;
+    }
+    if (NS == 2) Block<T, L>::flip_signs(z[1], ob.reverse_sign, C);
+    for (int64_t c0 = 0; c0 < C; c0 += kRotGroup) {
+      const int64_t nc = std::min<int64_t>(kRotGroup, C - c0);
+      for (int64_t mp = 0; mp < ob.d; ++mp) {
+        T acc[NS][kRotGroup][L] = {};
+        for (int64_t m = 0; m < ob.d; ++m) {
+          const T* D = blk.fr.data() + (ob.frame_off + mp * ob.d + m) * L;
+          for (int s = 0; s < NS; ++s) {
+            const T* zz = z[s] + (m * C + c0) * L;
             for (int64_t c = 0; c < nc; ++c)
-              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[c][lane] += D[lane] * zz[c * L + lane];
-          }
-          for (int64_t c = 0; c < nc; ++c) {
-            T* o = blk.msg.data() + (ob.out_off + (c0 + c) * ob.d + mp) * L;
-            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = acc[c][lane];
+              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[s][c][lane] += D[lane] * zz[c * L + lane];
           }
         }
+        for (int s = 0; s < NS; ++s)
+          for (int64_t c = 0; c < nc; ++c) {
+            T* o = blk.msg_of(s) + (ob.out_off + (c0 + c) * ob.d + mp) * L;
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = acc[s][c][lane];
+          }
       }
     }
   }
-  T* orows[L];
-  for (int lane = 0; lane < nb; ++lane) orows[lane] = acc_out + receivers[lane] * p.dim_out;
-  if (!(nb == L && L == 16 && add_lanes_to_rows(blk.msg.data(), p.dim_out, orows))) {
-    for (int lane = 0; lane < nb; ++lane)
-      for (int64_t f = 0; f < p.dim_out; ++f) orows[lane][f] += blk.msg[f * L + lane];
+  for (int s = 0; s < NS; ++s) {
+    T* orows[L];
+    for (int lane = 0; lane < nb; ++lane) orows[lane] = acc_out + receivers[s][lane] * p.dim_out;
+    const T* msg = blk.msg_of(s);
+    if (!(nb == L && L == 16 && add_lanes_to_rows(msg, p.dim_out, orows))) {
+      for (int lane = 0; lane < nb; ++lane)
+        for (int64_t f = 0; f < p.dim_out; ++f) orows[lane][f] += msg[f * L + lane];
+    }
   }
 }
 
 // Edge order of a call with n_pairs > 0 (see pair_edges): edges [0, P) and [P, 2P) are the two directions of P
 // pairs (k and P + k reversed), then the unpaired edges. The per-edge arrays (frames, radial input) have
 // one row per pair, for its first direction, then one per unpaired edge: the radial weights depend on the
-// distance only and the reverse frame is a sign flip (Block::reverse_frames), so a pair costs one radial MLP
+// distance only and the reverse frame is a sign flip (Plan::set_reverse_signs), so a pair costs one radial MLP
 // and one frame read for two messages.
 template <typename T, int L>
 void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* sender, const int64_t* receiver,
-                    int64_t n_edges, int64_t n_pairs, const T* reverse_flip, const Strided<T>& hidden,
+                    int64_t n_edges, int64_t n_pairs, const Strided<T>& hidden,
                     const Radial<T>& radial, const Strided<T>& frame, const T* mix, T* out,
                     const FirstLayer<T>* first = nullptr) {
   int64_t max_d = 1;
@@ -565,15 +544,17 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
         const int nb = static_cast<int>(std::min<int64_t>(L, n_pairs - k0));
         blk.gather_edge_rows(p, k0, nb, hidden, frame, first);
         blk.radial_weights(p, radial);
-        convolve_block(p, blk, sender + k0, receiver + k0, nb, x, mix, acc_out);
-        blk.reverse_frames(p, reverse_flip);
-        convolve_block(p, blk, sender + n_pairs + k0, receiver + n_pairs + k0, nb, x, mix, acc_out);
+        const int64_t* senders[2] = {sender + k0, sender + n_pairs + k0};
+        const int64_t* receivers[2] = {receiver + k0, receiver + n_pairs + k0};
+        convolve_block<T, L, 2>(p, blk, senders, receivers, nb, x, mix, acc_out);
       } else {
         const int64_t j0 = (w - 2 * pair_blocks) * L;
         const int nb = static_cast<int>(std::min<int64_t>(L, n_single - j0));
         blk.gather_edge_rows(p, n_pairs + j0, nb, hidden, frame, first);
         blk.radial_weights(p, radial);
-        convolve_block(p, blk, sender + 2 * n_pairs + j0, receiver + 2 * n_pairs + j0, nb, x, mix, acc_out);
+        const int64_t* senders[1] = {sender + 2 * n_pairs + j0};
+        const int64_t* receivers[1] = {receiver + 2 * n_pairs + j0};
+        convolve_block<T, L, 1>(p, blk, senders, receivers, nb, x, mix, acc_out);
       }
     }
   });
@@ -658,7 +639,7 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
       const int nb = static_cast<int>(std::min<int64_t>(L, e_end - b0));
       blk.gather(p, b0, nb, sender, x, hidden, frame);
       blk.radial_weights(p, radial, pre.data());
-      blk.rotate_in(p);
+      blk.template rotate_in<1>(p);
       const T* grows[L];
       for (int lane = 0; lane < nb; ++lane) grows[lane] = grad_out + receiver[b0 + lane] * p.dim_out;
       if (!(nb == L && L == 16 && rows_to_lanes(grows, p.dim_out, go.data()))) {
@@ -714,7 +695,11 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
       }
       // Rotated-input gradient back to the sender's frame: gx[u][b] = sum_a D[b][a] gxr[u][a].
       T* gxs = blk.xs.data();  // the gathered inputs are no longer needed
-      blk.template rotate_inputs<false>(p, gxr.data(), gxs);
+      {
+        const T* in[1] = {gxr.data()};
+        T* out[1] = {gxs};
+        blk.template rotate_inputs<false, 1>(p, in, out);
+      }
       // Through the radial layer: gw -> pre-activation -> (hidden, W, b). Lanes past nb have zero
       // hidden values and zero output gradients, so they add nothing.
       T* gh = ghid.data();
@@ -852,6 +837,7 @@ struct Call {
     }
     plan = make_plan(k.rot_in, k.lo_meta, k.src_index, k.weight_index, k.active, x.size(1), k.dim_out, k.channels,
                      radial_weight.size(0), frame.size(1), mix.numel());
+    if (n_pairs > 0) plan.set_reverse_signs(reverse_flip.to(at::kFloat).contiguous().data_ptr<float>());
   }
 
   int64_t n_edges() const { return edge_index.size(1); }
@@ -871,9 +857,7 @@ Tensor forward_cpu(const Call& a) {
     if (a.first_weight.defined())
       first = {a.first_weight.data_ptr<scalar_t>(), a.first_bias.data_ptr<scalar_t>(), a.first_weight.size(1)};
     forward_kernel<scalar_t, L>(a.plan, a.x.data_ptr<scalar_t>(), a.x.size(0), a.sender(), a.receiver(),
-                                a.n_edges(), a.n_pairs,
-                                a.reverse_flip.defined() ? a.reverse_flip.data_ptr<scalar_t>() : nullptr,
-                                Strided<scalar_t>(a.hidden), a.radial<scalar_t>(),
+                                a.n_edges(), a.n_pairs, Strided<scalar_t>(a.hidden), a.radial<scalar_t>(),
                                 Strided<scalar_t>(a.frame), a.mix.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                 a.first_weight.defined() ? &first : nullptr);
   });

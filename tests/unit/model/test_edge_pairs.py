@@ -119,3 +119,21 @@ def test_paired_edges_outside_the_fused_evaluation_are_an_error():
     x = model.node_attributes(types)
     with pytest.raises(RuntimeError, match="paired edges"):
         model.layers[0].conv(x, index, sh, radial, frame)  # gradients on: not the evaluation kernel
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-6), (torch.float64, 1e-13)])
+def test_frames_kernel_matches_the_torch_formula(dtype, tol):
+    """glassmd::edge_frames (C++) against EdgeFrames.torch_forward, including edges along the polar axis and
+    a partial block of lanes."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        frames = EdgeFrames(3)
+    finally:
+        torch.set_default_dtype(previous)
+    v = torch.randn(37, 3, dtype=dtype, generator=torch.Generator().manual_seed(5))
+    v[3] = torch.tensor([0.0, 1.7, 0.0])
+    v[4] = torch.tensor([0.0, -0.3, 0.0])
+    assert frames.use_kernel
+    torch.testing.assert_close(frames(v), frames.torch_forward(v), atol=tol, rtol=0)
+    assert frames(v[:0]).shape == (0, frames.dim)

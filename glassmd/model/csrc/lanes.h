@@ -1,0 +1,108 @@
+// Lane-major blocks for the glassmd kernels: a block of L = 16 float (8 double) edges is stored [feature][L],
+// one SIMD register per feature, and moved to and from rows of per-edge or per-node arrays here.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+// Every loop over the lanes of a block is one SIMD operation. Said explicitly: left alone, GCC fully unrolls
+// these 16-iteration loops and re-vectorises across channels with permutes, 10x slower.
+#define GLASSMD_LANES _Pragma("omp simd")
+
+namespace glassmd_lanes {
+
+// 16 x 16 transposes in AVX-512 registers, between 16 rows of features (one per edge) and the lane-major
+// block layout [feature][16]; gathering or scattering them one float at a time cost a third of the kernel.
+// Both return false (and do nothing) where this build has no such path: then the callers' loops run.
+#if defined(__AVX512F__)
+inline void transpose16(__m512* r) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 16; i += 8) {
+    for (int j = 0; j < 4; ++j) {
+      t[i + j] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0x88);
+      t[i + j + 4] = _mm512_shuffle_f32x4(r[i + j], r[i + j + 4], 0xDD);
+    }
+  }
+  for (int j = 0; j < 8; ++j) {
+    r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88);
+    r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xDD);
+  }
+}
+#endif
+
+// out[f * 16 + lane] = rows[lane][f] for f < n_features.
+template <typename T>
+bool rows_to_lanes(const T* const* rows, int64_t n_features, T* out) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t f0 = 0; f0 < n_features; f0 += 16) {
+      const int width = static_cast<int>(std::min<int64_t>(16, n_features - f0));
+      const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_maskz_loadu_ps(mask, rows[i] + f0);
+      transpose16(r);
+      for (int c = 0; c < width; ++c) _mm512_storeu_ps(out + (f0 + c) * 16, r[c]);
+    }
+    return true;
+  }
+#endif
+  return false;
+}
+
+// rows[lane][f] += in[f * 16 + lane] for f < n_features, lanes in order (rows may repeat).
+template <typename T>
+bool add_lanes_to_rows(const T* in, int64_t n_features, T* const* rows) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t f0 = 0; f0 < n_features; f0 += 16) {
+      const int width = static_cast<int>(std::min<int64_t>(16, n_features - f0));
+      const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
+      __m512 r[16];
+      for (int c = 0; c < 16; ++c) r[c] = c < width ? _mm512_loadu_ps(in + (f0 + c) * 16) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int i = 0; i < 16; ++i) {
+        float* dst = rows[i] + f0;
+        _mm512_mask_storeu_ps(dst, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), r[i]));
+      }
+    }
+    return true;
+  }
+#endif
+  return false;
+}
+
+// rows[lane][f] = in[f * 16 + lane] for f < n_features.
+template <typename T>
+bool lanes_to_rows(const T* in, int64_t n_features, T* const* rows) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t f0 = 0; f0 < n_features; f0 += 16) {
+      const int width = static_cast<int>(std::min<int64_t>(16, n_features - f0));
+      const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
+      __m512 r[16];
+      for (int c = 0; c < 16; ++c) r[c] = c < width ? _mm512_loadu_ps(in + (f0 + c) * 16) : _mm512_setzero_ps();
+      transpose16(r);
+      for (int i = 0; i < 16; ++i) _mm512_mask_storeu_ps(rows[i] + f0, mask, r[i]);
+    }
+    return true;
+  }
+#endif
+  return false;
+}
+
+}  // namespace glassmd_lanes
