@@ -40,30 +40,53 @@ std::tuple<Tensor, int64_t> pair_edges_cpu(const Tensor& edge_index_in, const Te
   TORCH_CHECK(lo >= 0, "pair_edges: negative node index in edge_index");
   const int64_t n_nodes = edge_index.max().item<int64_t>() + 1;
 
-  // Edges grouped by receiver (counting sort, stable): the candidates for the reverse of s -> r are the
-  // edges received by s.
-  std::vector<int64_t> start(n_nodes + 1, 0), by_receiver(n_edges);
-  for (int64_t e = 0; e < n_edges; ++e) ++start[receiver[e] + 1];
-  for (int64_t i = 0; i < n_nodes; ++i) start[i + 1] += start[i];
-  {
+  // Edges grouped by receiver and by sender (counting sorts). The reverse of s -> r is among the edges
+  // received by s; with their senders marked in a scratch array (one per thread, stamped with s), each edge
+  // sent by s finds its candidate in one lookup. A node that receives twice from one sender (periodic images)
+  // falls back to scanning its received edges.
+  auto group = [&](const int64_t* key, std::vector<int64_t>& start, std::vector<int64_t>& edges) {
+    start.assign(n_nodes + 1, 0);
+    edges.resize(n_edges);
+    for (int64_t e = 0; e < n_edges; ++e) ++start[key[e] + 1];
+    for (int64_t i = 0; i < n_nodes; ++i) start[i + 1] += start[i];
     std::vector<int64_t> cursor(start.begin(), start.end() - 1);
-    for (int64_t e = 0; e < n_edges; ++e) by_receiver[cursor[receiver[e]]++] = e;
-  }
+    for (int64_t e = 0; e < n_edges; ++e) edges[cursor[key[e]]++] = e;
+  };
+  std::vector<int64_t> in_start, in_edges, out_start, out_edges;
+  group(receiver, in_start, in_edges);
+  group(sender, out_start, out_edges);
 
+  auto opposite = [&](int64_t e, int64_t q) {
+    const double* v = vec + 3 * e;
+    const double* w = vec + 3 * q;
+    const double tol = tolerance * std::max({std::abs(v[0]), std::abs(v[1]), std::abs(v[2])});
+    return std::abs(v[0] + w[0]) <= tol && std::abs(v[1] + w[1]) <= tol && std::abs(v[2] + w[2]) <= tol;
+  };
   std::vector<int64_t> partner(n_edges, -1);
-  at::parallel_for(0, n_edges, 4096, [&](int64_t e0, int64_t e1) {
-    for (int64_t e = e0; e < e1; ++e) {
-      const int64_t s = sender[e], r = receiver[e];
-      const double* v = vec + 3 * e;
-      const double scale = std::max({std::abs(v[0]), std::abs(v[1]), std::abs(v[2])});
-      const double tol = tolerance * scale;
-      for (int64_t i = start[s]; i < start[s + 1]; ++i) {
-        const int64_t q = by_receiver[i];
-        if (q == e || sender[q] != r) continue;
-        const double* w = vec + 3 * q;
-        if (std::abs(v[0] + w[0]) <= tol && std::abs(v[1] + w[1]) <= tol && std::abs(v[2] + w[2]) <= tol) {
-          partner[e] = q;
-          break;
+  at::parallel_for(0, n_nodes, 256, [&](int64_t s0, int64_t s1) {
+    std::vector<int64_t> slot(n_nodes), stamp(n_nodes, -1);
+    for (int64_t s = s0; s < s1; ++s) {
+      bool repeated = false;
+      for (int64_t i = in_start[s]; i < in_start[s + 1]; ++i) {
+        const int64_t q = in_edges[i];
+        if (stamp[sender[q]] == s) repeated = true;
+        stamp[sender[q]] = s;
+        slot[sender[q]] = q;
+      }
+      for (int64_t i = out_start[s]; i < out_start[s + 1]; ++i) {
+        const int64_t e = out_edges[i], r = receiver[e];
+        if (stamp[r] != s) continue;
+        if (!repeated) {
+          const int64_t q = slot[r];
+          if (q != e && opposite(e, q)) partner[e] = q;
+          continue;
+        }
+        for (int64_t j = in_start[s]; j < in_start[s + 1]; ++j) {
+          const int64_t q = in_edges[j];
+          if (q != e && sender[q] == r && opposite(e, q)) {
+            partner[e] = q;
+            break;
+          }
         }
       }
     }
