@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, List
+from typing import Callable, Iterable, List, Tuple
 
 import torch
 from e3nn import o3
@@ -48,6 +48,13 @@ class EquivariantBatchNorm(nn.Module):
                 n_vector += mul
         self.blocks = blocks
         self.dim = offset
+        # Per feature, its statistic in cat([l=0 stats, l>0 stats, 0]): evaluation is one affine map.
+        stat_of_feature: List[int] = []
+        for offset_, mul, d, stat in blocks:
+            base = stat if d == 1 else n_scalar + stat
+            for u in range(mul):
+                stat_of_feature.extend([base + u] * d)
+        self.register_buffer("stat_of_feature", torch.tensor(stat_of_feature, dtype=torch.long), persistent=False)
         self.weight_scalar = nn.Parameter(torch.ones(n_scalar))
         self.bias_scalar = nn.Parameter(torch.zeros(n_scalar))
         self.weight_vector = nn.Parameter(torch.ones(n_vector))
@@ -56,6 +63,9 @@ class EquivariantBatchNorm(nn.Module):
         self.register_buffer("running_sq", torch.ones(n_vector))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            scale, shift = self.evaluation_affine()
+            return torch.addcmul(shift, x, scale)
         n = x.shape[0]
         out: List[torch.Tensor] = []
         for block in self.blocks:
@@ -86,6 +96,14 @@ class EquivariantBatchNorm(nn.Module):
                 field = field * scale[None, :, None]
             out.append(field.reshape(n, mul * d))
         return torch.cat(out, dim=1)
+
+    def evaluation_affine(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(scale, shift)`` [dim] with ``norm(x) = x * scale + shift`` in eval mode (running statistics)."""
+        scalar_scale = self.weight_scalar * torch.rsqrt(self.running_var + self.eps)
+        vector_scale = self.weight_vector * torch.rsqrt(self.running_sq + self.eps)
+        scale = torch.cat([scalar_scale, vector_scale]).index_select(0, self.stat_of_feature)
+        shift = torch.cat([self.bias_scalar - self.running_mean * scalar_scale, torch.zeros_like(vector_scale)])
+        return scale, shift.index_select(0, self.stat_of_feature)
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.irreps_in}, momentum={self.momentum})"

@@ -133,17 +133,16 @@ void frames_kernel(const T* vec, int64_t n_edges, const FramePlan& p, T* out) {
       }
       for (size_t bl = 0; bl < p.block_off.size(); ++bl) {
         const int64_t o = p.block_off[bl], d = p.block_d[bl];
-        for (int64_t i = 0; i < d; ++i)
-          for (int64_t j = 0; j < d; ++j) {
-            T acc[L] = {};
-            for (int64_t m : p.a_columns[o + i]) {
-              const T* a = A.data() + (o + i * d + m) * L;
-              const T* b = B.data() + (o + m * d + j) * L;
-              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] += a[lane] * b[lane];
-            }
-            T* dst = D.data() + (o + i * d + j) * L;
-            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) dst[lane] = acc[lane];
+        for (int64_t i = 0; i < d; ++i) {
+          T* dst = D.data() + (o + i * d) * L;
+          std::fill(dst, dst + d * L, T(0));
+          for (int64_t m : p.a_columns[o + i]) {  // two at most: A turns about the polar axis
+            const T* a = A.data() + (o + i * d + m) * L;
+            const T* brow = B.data() + (o + m * d) * L;
+            for (int64_t j = 0; j < d; ++j)
+              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) dst[j * L + lane] += a[lane] * brow[j * L + lane];
           }
+        }
       }
       T* rows[L];
       for (int lane = 0; lane < nb; ++lane) rows[lane] = out + (e0 + lane) * F;

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 #include <optional>
@@ -533,6 +534,15 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
   // a block runs in the chunk that holds its first half.
   const int64_t n_work = 2 * pair_blocks + single_blocks;
   const int64_t grain = std::max<int64_t>(8, n_work / std::max(1, at::get_num_threads()) + 1);
+  // Indices outside [0, n_nodes) stop the block that holds them (nothing out of bounds is touched) and fail
+  // the call; checking them here costs nothing next to the gathers they feed.
+  std::atomic<bool> bad_index{false};
+  auto in_range = [&](const int64_t* idx, int nb) {
+    bool ok = true;
+    for (int lane = 0; lane < nb; ++lane) ok &= static_cast<uint64_t>(idx[lane]) < static_cast<uint64_t>(n_nodes);
+    if (!ok) bad_index = true;
+    return ok;
+  };
   ThreadSums<T> sums(out, n_nodes, p.dim_out, at::get_num_threads());
   at::parallel_for(0, n_work, grain, [&](int64_t w_begin, int64_t w_end) {
     T* acc_out = sums.mine();
@@ -546,6 +556,9 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
         blk.radial_weights(p, radial);
         const int64_t* senders[2] = {sender + k0, sender + n_pairs + k0};
         const int64_t* receivers[2] = {receiver + k0, receiver + n_pairs + k0};
+        if (!(in_range(senders[0], nb) && in_range(senders[1], nb) && in_range(receivers[0], nb) &&
+              in_range(receivers[1], nb)))
+          continue;
         convolve_block<T, L, 2>(p, blk, senders, receivers, nb, x, mix, acc_out);
       } else {
         const int64_t j0 = (w - 2 * pair_blocks) * L;
@@ -554,10 +567,12 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
         blk.radial_weights(p, radial);
         const int64_t* senders[1] = {sender + 2 * n_pairs + j0};
         const int64_t* receivers[1] = {receiver + 2 * n_pairs + j0};
+        if (!(in_range(senders[0], nb) && in_range(receivers[0], nb))) continue;
         convolve_block<T, L, 1>(p, blk, senders, receivers, nb, x, mix, acc_out);
       }
     }
   });
+  TORCH_CHECK(!bad_index, "frame_conv: edge_index out of range [0, ", n_nodes, ")");
   sums.reduce();
 }
 
@@ -831,10 +846,8 @@ struct Call {
     }
     for (const Tensor* t : {&hidden, &radial_weight, &radial_bias, &frame, &mix})
       TORCH_CHECK(t->scalar_type() == x.scalar_type(), "frame_conv: all float inputs must have one dtype");
-    if (n_edges > 0) {
-      const auto lo = edge_index.min().item<int64_t>(), hi = edge_index.max().item<int64_t>();
-      TORCH_CHECK(lo >= 0 && hi < x.size(0), "frame_conv: edge_index out of range [0, ", x.size(0), ")");
-    }
+    // The range of edge_index is checked by the kernels as they read it (forward_kernel), or before
+    // (backward_cpu): two more passes over the edges per layer cost as much as a layer's small torch ops.
     plan = make_plan(k.rot_in, k.lo_meta, k.src_index, k.weight_index, k.active, x.size(1), k.dim_out, k.channels,
                      radial_weight.size(0), frame.size(1), mix.numel());
     if (n_pairs > 0) plan.set_reverse_signs(reverse_flip.to(at::kFloat).contiguous().data_ptr<float>());
@@ -864,8 +877,15 @@ Tensor forward_cpu(const Call& a) {
   return out;
 }
 
+void check_edge_range(const Tensor& edge_index, int64_t n_nodes) {
+  if (edge_index.numel() == 0) return;
+  const auto lo = edge_index.min().item<int64_t>(), hi = edge_index.max().item<int64_t>();
+  TORCH_CHECK(lo >= 0 && hi < n_nodes, "frame_conv: edge_index out of range [0, ", n_nodes, ")");
+}
+
 // Gradients with respect to x, the radial hidden features, W, b and the mixing matrices.
 std::vector<Tensor> backward_cpu(const Tensor& grad_out_in, const Call& a) {
+  check_edge_range(a.edge_index, a.x.size(0));
   auto grad_out = grad_out_in.contiguous();
   auto grad_x = at::zeros_like(a.x);
   auto grad_hidden = at::zeros({a.n_edges(), a.hidden.size(1)}, a.hidden.options());
