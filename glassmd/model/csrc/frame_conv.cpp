@@ -356,6 +356,12 @@ struct Block {
       const int64_t row_step = to_edge_frame ? 1 : d, col_step = to_edge_frame ? d : 1;
       for (int64_t u0 = 0; u0 < b.mul; u0 += kRotGroup) {
         const int64_t nu = std::min<int64_t>(kRotGroup, b.mul - u0);
+        if (nu == kRotGroup) {  // all accumulators in registers; each input load feeds two output rows
+          int64_t i = 0;
+          for (; i + 1 < d; i += 2) rotate_rows<to_edge_frame, NS, 2>(b, u0, i, in, out);
+          if (i < d) rotate_rows<to_edge_frame, NS, 1>(b, u0, i, in, out);
+          continue;
+        }
         for (int64_t i = 0; i < d; ++i) {
           T acc[NS][kRotGroup][L] = {};
           for (int64_t j = 0; j < d; ++j) {
@@ -375,7 +381,55 @@ struct Block {
       }
     }
   }
+
+  // Output rows i0 .. i0+NI-1 of rotate_inputs for the kRotGroup channels from u0.
+  template <bool to_edge_frame, int NS, int NI>
+  void rotate_rows(const RotBlock& b, int64_t u0, int64_t i0, const T* const* in, T* const* out) const {
+    const int64_t d = 2 * b.l + 1;
+    const int64_t row_step = to_edge_frame ? 1 : d, col_step = to_edge_frame ? d : 1;
+    T acc[NI][NS][kRotGroup][L] = {};
+    for (int64_t j = 0; j < d; ++j) {
+      const T* D[NI];
+      for (int r = 0; r < NI; ++r) D[r] = fr.data() + (b.frame_off + (i0 + r) * row_step + j * col_step) * L;
+      for (int s = 0; s < NS; ++s)
+        for (int u = 0; u < kRotGroup; ++u) {
+          const T* v = in[s] + (b.off + (u0 + u) * d + j) * L;
+          for (int r = 0; r < NI; ++r)
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[r][s][u][lane] += D[r][lane] * v[lane];
+        }
+    }
+    for (int r = 0; r < NI; ++r)
+      for (int s = 0; s < NS; ++s)
+        for (int u = 0; u < kRotGroup; ++u) {
+          T* o = out[s] + (b.off + (u0 + u) * d + i0 + r) * L;
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = acc[r][s][u][lane];
+        }
+  }
 };
+
+// Rows mp0 .. mp0+NI-1 of the rotation back to the global frame, out[c][mp] = sum_m D[mp][m] z[m][c], for the
+// kRotGroup channels from c0 of NS streams: each z load feeds NI rows, each D load NS x kRotGroup products.
+template <typename T, int L, int NS, int NI>
+inline void rotate_out_rows(const OutBlock& ob, const T* fr, const T* const* z, T* const* msg, int64_t C, int64_t c0,
+                            int64_t mp0) {
+  T acc[NI][NS][kRotGroup][L] = {};
+  for (int64_t m = 0; m < ob.d; ++m) {
+    const T* D[NI];
+    for (int r = 0; r < NI; ++r) D[r] = fr + (ob.frame_off + (mp0 + r) * ob.d + m) * L;
+    for (int s = 0; s < NS; ++s)
+      for (int c = 0; c < kRotGroup; ++c) {
+        const T* zz = z[s] + (m * C + c0 + c) * L;
+        for (int r = 0; r < NI; ++r)
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[r][s][c][lane] += D[r][lane] * zz[lane];
+      }
+  }
+  for (int r = 0; r < NI; ++r)
+    for (int s = 0; s < NS; ++s)
+      for (int c = 0; c < kRotGroup; ++c) {
+        T* o = msg[s] + (ob.out_off + (c0 + c) * ob.d + mp0 + r) * L;
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = acc[r][s][c][lane];
+      }
+}
 
 // Sums of per-edge rows into [n_rows, width] outputs, one private copy per thread beyond the first: edges
 // are visited in storage order (their weight and frame rows are read sequentially; visiting them sorted by
@@ -487,6 +541,13 @@ void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* sende
     if (NS == 2) Block<T, L>::flip_signs(z[1], ob.reverse_sign, C);
     for (int64_t c0 = 0; c0 < C; c0 += kRotGroup) {
       const int64_t nc = std::min<int64_t>(kRotGroup, C - c0);
+      if (nc == kRotGroup) {
+        T* msg[2] = {blk.msg.data(), blk.msg2.data()};
+        int64_t mp = 0;
+        for (; mp + 1 < ob.d; mp += 2) rotate_out_rows<T, L, NS, 2>(ob, blk.fr.data(), z, msg, C, c0, mp);
+        if (mp < ob.d) rotate_out_rows<T, L, NS, 1>(ob, blk.fr.data(), z, msg, C, c0, mp);
+        continue;
+      }
       for (int64_t mp = 0; mp < ob.d; ++mp) {
         T acc[NS][kRotGroup][L] = {};
         for (int64_t m = 0; m < ob.d; ++m) {
