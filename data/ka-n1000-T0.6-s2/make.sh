@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A second, independent Kob-Andersen N = 1000, T = 0.6 set (its own melt, seed 2), made with the protocol of
 # ../ka-n1000-T0.6 except that labels stop at t = 40: the models we train use t <= 40, and t = 80 would
-# double the cost. Resumable: the simulation runs only if configs/ is absent or empty, the labelling skips
-# finished configurations (a simulation cut short, without configs/simulate.json, starts over). To run it detached, from the repository root:
+# double the cost. Resumable: the simulation runs again only if it never finished (no configs/simulate.json),
+# the labelling skips finished configurations. To run it detached, from the repository root:
 #   setsid nohup bash data/ka-n1000-T0.6-s2/make.sh >> data/ka-n1000-T0.6-s2/make.log 2>&1 < /dev/null &
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."

@@ -109,8 +109,11 @@ class ExportedGlassGNN(nn.Module):
     def edge_features(self, edge_vec: torch.Tensor) -> torch.Tensor:
         edge_vec = self._checked_edge_vec(edge_vec)
         if self._use_edge_frames:
-            radial = self.model.edge_embedding.radial_basis(edge_vec)
-            return torch.cat([radial, self.model.edge_frames(edge_vec)], dim=1)
+            n_radial = self._radial_end - self._radial_begin
+            features = edge_vec.new_empty((edge_vec.shape[0], n_radial + self.model.edge_frames.dim))
+            features[:, :n_radial] = self.model.edge_embedding.radial_basis(edge_vec)
+            self.model.edge_frames(edge_vec, features[:, n_radial:])
+            return features
         sh, radial = self.model.edge_embedding(edge_vec)
         return torch.cat([sh, radial], dim=1)
 
@@ -119,10 +122,9 @@ class ExportedGlassGNN(nn.Module):
         """``(edge_index, edge_feat)`` for :meth:`layer`: the edges possibly reordered into pairs, and their
         features (one row per pair and per unpaired edge when paired)."""
         edge_vec = self._checked_edge_vec(edge_vec)
-        edge_index, edge_sh, edge_radial, edge_frame = self.model.edge_inputs(edge_index, edge_vec)
-        if edge_frame is None:
-            return edge_index, torch.cat([edge_sh, edge_radial], dim=1)
-        return edge_index, torch.cat([edge_radial, edge_frame], dim=1)
+        if self._use_edge_frames:
+            return self.model.edge_frame_features(edge_index, edge_vec)
+        return edge_index, self.edge_features(edge_vec)
 
     def _checked_edge_vec(self, edge_vec: torch.Tensor) -> torch.Tensor:
         if not bool(torch.isfinite(edge_vec).all()):

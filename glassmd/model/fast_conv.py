@@ -22,7 +22,7 @@ matrix off its own ``o3.Linear`` weights at construction, so both implementation
 
 import copy
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -115,10 +115,18 @@ class EdgeFrames(nn.Module):
 
         self.use_kernel = fused_kernel_available()
 
-    def forward(self, edge_vec: torch.Tensor) -> torch.Tensor:
+    def forward(self, edge_vec: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The frames ``[E, dim]``; with ``out`` (an ``[E, dim]`` view, rows may be strided) written there."""
         if self.use_kernel and edge_vec.device.type == "cpu" and not edge_vec.requires_grad:
-            return torch.ops.glassmd.edge_frames(edge_vec, self.alpha_coef, self.beta_coef, self.l_max)
-        return self.torch_forward(edge_vec)
+            if out is None:
+                return torch.ops.glassmd.edge_frames(edge_vec, self.alpha_coef, self.beta_coef, self.l_max)
+            torch.ops.glassmd.edge_frames_out(edge_vec, self.alpha_coef, self.beta_coef, self.l_max, out)
+            return out
+        frames = self.torch_forward(edge_vec)
+        if out is None:
+            return frames
+        out.copy_(frames)
+        return out
 
     def torch_forward(self, edge_vec: torch.Tensor) -> torch.Tensor:
         """The frames in torch ops (any device, differentiable); the C++ kernel computes the same."""

@@ -171,12 +171,24 @@ class GlassGNN(nn.Module):
         if not self.use_edge_frames:
             edge_sh, edge_radial = self.edge_embedding(edge_vec)
             return edge_index, edge_sh, edge_radial, None
+        edge_index, features = self.edge_frame_features(edge_index, edge_vec)
+        n_radial = self.edge_embedding.n_radial
+        edge_sh = features.new_zeros((features.shape[0], 0))
+        return edge_index, edge_sh, features[:, :n_radial], features[:, n_radial:]
+
+    def edge_frame_features(self, edge_index: torch.Tensor, edge_vec: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`edge_inputs` of the edge-frame kernels as ``(edge_index, [rows, n_radial + frame_dim])``:
+        radial basis and frames side by side in one array, written in place (the layers read both through
+        views, and the layer-by-layer API passes the one array)."""
         if self.pairs_edges(edge_vec):
             order, n_pairs = torch.ops.glassmd.pair_edges(edge_index, edge_vec)
             edge_index = edge_index.index_select(1, order)
             edge_vec = edge_vec.index_select(0, torch.cat([order[:n_pairs], order[2 * n_pairs :]]))
-        edge_sh = edge_vec.new_zeros((edge_vec.shape[0], 0))
-        return edge_index, edge_sh, self.edge_embedding.radial_basis(edge_vec), self.edge_frames(edge_vec)
+        n_radial = self.edge_embedding.n_radial
+        features = edge_vec.new_empty((edge_vec.shape[0], n_radial + self.edge_frames.dim))
+        features[:, :n_radial] = self.edge_embedding.radial_basis(edge_vec)
+        self.edge_frames(edge_vec, features[:, n_radial:])
+        return edge_index, features
 
     def pairs_edges(self, edge_vec: torch.Tensor) -> bool:
         """Whether :meth:`edge_inputs` pairs the edges (the fused evaluation kernel will run)."""

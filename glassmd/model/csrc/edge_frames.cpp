@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "lanes.h"
@@ -69,7 +70,7 @@ struct FramePlan {
 };
 
 template <typename T, int L>
-void frames_kernel(const T* vec, int64_t n_edges, const FramePlan& p, T* out) {
+void frames_kernel(const T* vec, int64_t n_edges, const FramePlan& p, T* out, int64_t out_stride) {
   const int64_t n_blocks = (n_edges + L - 1) / L;
   const int64_t F = p.dim, K = p.n_features;
   at::parallel_for(0, n_blocks, 64, [&](int64_t b0, int64_t b1) {
@@ -145,7 +146,7 @@ void frames_kernel(const T* vec, int64_t n_edges, const FramePlan& p, T* out) {
         }
       }
       T* rows[L];
-      for (int lane = 0; lane < nb; ++lane) rows[lane] = out + (e0 + lane) * F;
+      for (int lane = 0; lane < nb; ++lane) rows[lane] = out + (e0 + lane) * out_stride;
       if (!(nb == L && L == 16 && lanes_to_rows(D.data(), F, rows))) {
         for (int lane = 0; lane < nb; ++lane)
           for (int64_t f = 0; f < F; ++f) rows[lane][f] = D[f * L + lane];
@@ -154,16 +155,29 @@ void frames_kernel(const T* vec, int64_t n_edges, const FramePlan& p, T* out) {
   });
 }
 
-Tensor edge_frames_cpu(const Tensor& edge_vec_in, const Tensor& alpha_coef, const Tensor& beta_coef, int64_t l_max) {
+// With `out` (an [E, frame_dim] array whose rows may be strided, e.g. columns of a wider array), the frames
+// are written there: the caller keeps radial features and frames in one array without a copy.
+Tensor edge_frames_cpu(const Tensor& edge_vec_in, const Tensor& alpha_coef, const Tensor& beta_coef, int64_t l_max,
+                       const std::optional<Tensor>& out_in) {
   TORCH_CHECK(edge_vec_in.device().is_cpu(), "glassmd::edge_frames runs on the CPU");
   TORCH_CHECK(edge_vec_in.dim() == 2 && edge_vec_in.size(1) == 3, "edge_frames: edge_vec must be [E, 3]");
   const Tensor edge_vec = edge_vec_in.contiguous();
   FramePlan plan(alpha_coef, beta_coef, l_max);
-  Tensor out = at::empty({edge_vec.size(0), plan.dim}, edge_vec.options());
+  Tensor out;
+  if (out_in.has_value() && out_in->defined()) {
+    out = *out_in;
+    TORCH_CHECK(out.dim() == 2 && out.size(0) == edge_vec.size(0) && out.size(1) == plan.dim &&
+                    out.scalar_type() == edge_vec.scalar_type() && out.device().is_cpu() &&
+                    (out.size(1) <= 1 || out.stride(1) == 1),
+                "edge_frames: out must be [E, frame_dim] of the edges' dtype with contiguous rows");
+  } else {
+    out = at::empty({edge_vec.size(0), plan.dim}, edge_vec.options());
+  }
   if (edge_vec.size(0) == 0 || plan.dim == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(edge_vec.scalar_type(), "glassmd_edge_frames", [&] {
     constexpr int L = 64 / sizeof(scalar_t);
-    frames_kernel<scalar_t, L>(edge_vec.data_ptr<scalar_t>(), edge_vec.size(0), plan, out.data_ptr<scalar_t>());
+    frames_kernel<scalar_t, L>(edge_vec.data_ptr<scalar_t>(), edge_vec.size(0), plan, out.data_ptr<scalar_t>(),
+                               out.stride(0));
   });
   return out;
 }
@@ -172,6 +186,15 @@ Tensor edge_frames_cpu(const Tensor& edge_vec_in, const Tensor& alpha_coef, cons
 
 TORCH_LIBRARY_FRAGMENT(glassmd, m) {
   m.def("edge_frames(Tensor edge_vec, Tensor alpha_coef, Tensor beta_coef, int l_max) -> Tensor");
+  // The same into a given array; declared as writing it, so TorchScript keeps the call.
+  m.def("edge_frames_out(Tensor edge_vec, Tensor alpha_coef, Tensor beta_coef, int l_max, Tensor(a!) out) -> ()");
 }
 
-TORCH_LIBRARY_IMPL(glassmd, CPU, m) { m.impl("edge_frames", edge_frames_cpu); }
+TORCH_LIBRARY_IMPL(glassmd, CPU, m) {
+  m.impl("edge_frames", [](const Tensor& v, const Tensor& a, const Tensor& b, int64_t l_max) {
+    return edge_frames_cpu(v, a, b, l_max, std::nullopt);
+  });
+  m.impl("edge_frames_out", [](const Tensor& v, const Tensor& a, const Tensor& b, int64_t l_max, Tensor out) {
+    edge_frames_cpu(v, a, b, l_max, out);
+  });
+}

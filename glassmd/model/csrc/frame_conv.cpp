@@ -637,6 +637,27 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
   sums.reduce();
 }
 
+// Rows m0 .. m0+NI-1 of the output gradient in the edge frame, gz[m][c] = sum_m' D[m'][m] go[c][m'], for the
+// kRotGroup channels from c0 (the transpose of rotate_out_rows, registers used the same way).
+template <typename T, int L, int NI>
+inline void rotate_grad_rows(const OutBlock& ob, const T* fr, const T* go, T* gz, int64_t C, int64_t c0, int64_t m0) {
+  T acc[NI][kRotGroup][L] = {};
+  for (int64_t mp = 0; mp < ob.d; ++mp) {
+    const T* D[NI];
+    for (int r = 0; r < NI; ++r) D[r] = fr + (ob.frame_off + mp * ob.d + m0 + r) * L;
+    for (int c = 0; c < kRotGroup; ++c) {
+      const T* gg = go + (ob.out_off + (c0 + c) * ob.d + mp) * L;
+      for (int r = 0; r < NI; ++r)
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[r][c][lane] += D[r][lane] * gg[lane];
+    }
+  }
+  for (int r = 0; r < NI; ++r)
+    for (int c = 0; c < kRotGroup; ++c) {
+      T* g = gz + ((m0 + r) * C + c0 + c) * L;
+      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) g[lane] = acc[r][c][lane];
+    }
+}
+
 // Gradient of the last radial layer's weights, dW[k][h] = sum over edges of g[k] h[h]: summing it into
 // per-lane accumulators every block streams all n_w x hidden x 16 of them (147 KB, out of L1) through a
 // load and a store per multiply-add. Instead the g and h vectors of kBlocks blocks are kept, then reduced
@@ -727,6 +748,13 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
       std::fill(gw.begin(), gw.end(), T(0));
       for (const OutBlock& ob : p.blocks) {
         // Output gradient into the edge frame: gz[m][c] = sum_m' D[m'][m] go[c][m'].
+        if (ob.lo > 0 && C % kRotGroup == 0) {
+          for (int64_t c0 = 0; c0 < C; c0 += kRotGroup) {
+            int64_t m = 0;
+            for (; m + 1 < ob.d; m += 2) rotate_grad_rows<T, L, 2>(ob, blk.fr.data(), go.data(), gz.data(), C, c0, m);
+            if (m < ob.d) rotate_grad_rows<T, L, 1>(ob, blk.fr.data(), go.data(), gz.data(), C, c0, m);
+          }
+        } else
         for (int64_t c = 0; c < C; ++c) {
           for (int64_t m = 0; m < ob.d; ++m) {
             T* g = gz.data() + (m * C + c) * L;
