@@ -64,9 +64,9 @@ bool rows_to_lanes(const T* const* rows, int64_t n_features, T* out) {
   return false;
 }
 
-// rows[lane][f] += in[f * 16 + lane] for f < n_features, lanes in order (rows may repeat).
-template <typename T>
-bool add_lanes_to_rows(const T* in, int64_t n_features, T* const* rows) {
+// rows[lane][f] = in[f * 16 + lane] (kAdd: +=, lanes in order, so rows may repeat) for f < n_features.
+template <bool kAdd, typename T>
+bool lanes_into_rows(const T* in, int64_t n_features, T* const* rows) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
     for (int64_t f0 = 0; f0 < n_features; f0 += 16) {
@@ -77,7 +77,7 @@ bool add_lanes_to_rows(const T* in, int64_t n_features, T* const* rows) {
       transpose16(r);
       for (int i = 0; i < 16; ++i) {
         float* dst = rows[i] + f0;
-        _mm512_mask_storeu_ps(dst, mask, _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), r[i]));
+        _mm512_mask_storeu_ps(dst, mask, kAdd ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), r[i]) : r[i]);
       }
     }
     return true;
@@ -86,23 +86,14 @@ bool add_lanes_to_rows(const T* in, int64_t n_features, T* const* rows) {
   return false;
 }
 
-// rows[lane][f] = in[f * 16 + lane] for f < n_features.
+template <typename T>
+bool add_lanes_to_rows(const T* in, int64_t n_features, T* const* rows) {
+  return lanes_into_rows<true>(in, n_features, rows);
+}
+
 template <typename T>
 bool lanes_to_rows(const T* in, int64_t n_features, T* const* rows) {
-#if defined(__AVX512F__)
-  if constexpr (std::is_same_v<T, float>) {
-    for (int64_t f0 = 0; f0 < n_features; f0 += 16) {
-      const int width = static_cast<int>(std::min<int64_t>(16, n_features - f0));
-      const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
-      __m512 r[16];
-      for (int c = 0; c < 16; ++c) r[c] = c < width ? _mm512_loadu_ps(in + (f0 + c) * 16) : _mm512_setzero_ps();
-      transpose16(r);
-      for (int i = 0; i < 16; ++i) _mm512_mask_storeu_ps(rows[i] + f0, mask, r[i]);
-    }
-    return true;
-  }
-#endif
-  return false;
+  return lanes_into_rows<false>(in, n_features, rows);
 }
 
 }  // namespace glassmd_lanes
