@@ -706,6 +706,33 @@ struct RadialGradTiles {
   }
 };
 
+// The hidden-value gradient of the last radial layer, gh[h] = sum_k W[k][h] relu'(pre[k]) gw[k], with the
+// paper's 16 hidden values of 16 edges in 16 AVX-512 registers for all n_w outputs (as radial_weights_in_registers
+// does forward); the generic loop loads and stores gh for every multiply-add. Also masks gw in place.
+template <typename T, int L>
+bool hidden_grad_in_registers(const Plan& p, const Radial<T>& r, T* gw, const T* pre, T* gh) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float> && L == 16) {
+    if (r.hidden != 16) return false;
+    __m512 acc[16];
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
+    const __m512 zero = _mm512_setzero_ps();
+    for (int64_t k = 0; k < p.n_w; ++k) {
+      __m512 g = _mm512_loadu_ps(gw + k * 16);
+      if (r.output_relu) {
+        g = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(_mm512_loadu_ps(pre + k * 16), zero, _CMP_GT_OQ), zero, g);
+        _mm512_storeu_ps(gw + k * 16, g);
+      }
+      const float* wk = r.weight + k * 16;
+      for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(wk[i]), g, acc[i]);
+    }
+    for (int i = 0; i < 16; ++i) _mm512_storeu_ps(gh + i * 16, acc[i]);
+    return true;
+  }
+#endif
+  return false;
+}
+
 template <typename T, int L>
 void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nodes, const int64_t* sender,
                      const int64_t* receiver, int64_t n_edges, const Strided<T>& hidden, const Radial<T>& radial,
@@ -808,6 +835,9 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
       // hidden values and zero output gradients, so they add nothing.
       T* gh = ghid.data();
       std::fill(gh, gh + H * L, T(0));
+      if (tiled && hidden_grad_in_registers<T, L>(p, radial, gw.data(), pre.data(), gh)) {
+        // gw masked and gh computed; dW and db in RadialGradTiles
+      } else
       for (int64_t k = 0; k < p.n_w; ++k) {
         T* g = gw.data() + k * L;
         if (radial.output_relu) {
