@@ -32,10 +32,11 @@ std::tuple<Tensor, int64_t> pair_edges_cpu(const Tensor& edge_index_in, const Te
   auto options = at::TensorOptions().dtype(at::kLong);
   if (n_edges == 0) return {at::empty({0}, options), 0};
   const Tensor edge_index = edge_index_in.to(at::kCPU, at::kLong).contiguous();
-  const Tensor edge_vec = edge_vec_in.to(at::kCPU, at::kDouble).contiguous();
+  // Compared in their own precision (a float64 copy of the vectors cost as much as the pairing).
+  const Tensor edge_vec = edge_vec_in.is_floating_point() ? edge_vec_in.contiguous()
+                                                          : edge_vec_in.to(at::kDouble).contiguous();
   const int64_t* sender = edge_index.data_ptr<int64_t>();
   const int64_t* receiver = sender + n_edges;
-  const double* vec = edge_vec.data_ptr<double>();
   const int64_t lo = edge_index.min().item<int64_t>();
   TORCH_CHECK(lo >= 0, "pair_edges: negative node index in edge_index");
   const int64_t n_nodes = edge_index.max().item<int64_t>() + 1;
@@ -56,40 +57,44 @@ std::tuple<Tensor, int64_t> pair_edges_cpu(const Tensor& edge_index_in, const Te
   group(receiver, in_start, in_edges);
   group(sender, out_start, out_edges);
 
-  auto opposite = [&](int64_t e, int64_t q) {
-    const double* v = vec + 3 * e;
-    const double* w = vec + 3 * q;
-    const double tol = tolerance * std::max({std::abs(v[0]), std::abs(v[1]), std::abs(v[2])});
-    return std::abs(v[0] + w[0]) <= tol && std::abs(v[1] + w[1]) <= tol && std::abs(v[2] + w[2]) <= tol;
-  };
   std::vector<int64_t> partner(n_edges, -1);
-  at::parallel_for(0, n_nodes, 256, [&](int64_t s0, int64_t s1) {
-    std::vector<int64_t> slot(n_nodes), stamp(n_nodes, -1);
-    for (int64_t s = s0; s < s1; ++s) {
-      bool repeated = false;
-      for (int64_t i = in_start[s]; i < in_start[s + 1]; ++i) {
-        const int64_t q = in_edges[i];
-        if (stamp[sender[q]] == s) repeated = true;
-        stamp[sender[q]] = s;
-        slot[sender[q]] = q;
-      }
-      for (int64_t i = out_start[s]; i < out_start[s + 1]; ++i) {
-        const int64_t e = out_edges[i], r = receiver[e];
-        if (stamp[r] != s) continue;
-        if (!repeated) {
-          const int64_t q = slot[r];
-          if (q != e && opposite(e, q)) partner[e] = q;
-          continue;
+  AT_DISPATCH_FLOATING_TYPES(edge_vec.scalar_type(), "glassmd_pair_edges", [&] {
+    const scalar_t* vec = edge_vec.data_ptr<scalar_t>();
+    auto opposite = [&](int64_t e, int64_t q) {
+      const scalar_t* v = vec + 3 * e;
+      const scalar_t* w = vec + 3 * q;
+      const double tol = tolerance * std::max({std::abs(double(v[0])), std::abs(double(v[1])), std::abs(double(v[2]))});
+      return std::abs(double(v[0] + w[0])) <= tol && std::abs(double(v[1] + w[1])) <= tol &&
+             std::abs(double(v[2] + w[2])) <= tol;
+    };
+    at::parallel_for(0, n_nodes, 256, [&](int64_t s0, int64_t s1) {
+      std::vector<int64_t> slot(n_nodes), stamp(n_nodes, -1);
+      for (int64_t s = s0; s < s1; ++s) {
+        bool repeated = false;
+        for (int64_t i = in_start[s]; i < in_start[s + 1]; ++i) {
+          const int64_t q = in_edges[i];
+          if (stamp[sender[q]] == s) repeated = true;
+          stamp[sender[q]] = s;
+          slot[sender[q]] = q;
         }
-        for (int64_t j = in_start[s]; j < in_start[s + 1]; ++j) {
-          const int64_t q = in_edges[j];
-          if (q != e && sender[q] == r && opposite(e, q)) {
-            partner[e] = q;
-            break;
+        for (int64_t i = out_start[s]; i < out_start[s + 1]; ++i) {
+          const int64_t e = out_edges[i], r = receiver[e];
+          if (stamp[r] != s) continue;
+          if (!repeated) {
+            const int64_t q = slot[r];
+            if (q != e && opposite(e, q)) partner[e] = q;
+            continue;
+          }
+          for (int64_t j = in_start[s]; j < in_start[s + 1]; ++j) {
+            const int64_t q = in_edges[j];
+            if (q != e && sender[q] == r && opposite(e, q)) {
+              partner[e] = q;
+              break;
+            }
           }
         }
       }
-    }
+    });
   });
 
   std::vector<int64_t> first, unpaired;
