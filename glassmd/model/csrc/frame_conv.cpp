@@ -45,6 +45,7 @@ struct OutBlock {
   int64_t lo, d, K, mix_off, out_off, frame_off;
   std::vector<int64_t> entry_begin;  // per m: first entry; entry_begin[d] = end
   std::vector<int8_t> reverse_sign;  // per m: sign of the component in the frame of the reverse edge
+  std::vector<int64_t> active_m;     // the m with at least one product (z[m] = 0 for the others)
 };
 
 struct RotBlock {
@@ -128,6 +129,10 @@ Plan make_plan(const Tensor& rot_in, const Tensor& lo_meta, const Tensor& src_in
       }
     }
     b.entry_begin.push_back(static_cast<int64_t>(p.entries.size()));
+    // In the first layer (scalar inputs) only m = 0 of the edge frame gets products: rotating back then
+    // needs one column of D, not d.
+    for (int64_t mm = 0; mm < b.d; ++mm)
+      if (b.entry_begin[mm + 1] > b.entry_begin[mm]) b.active_m.push_back(mm);
     p.blocks.push_back(std::move(b));
   }
   return p;
@@ -413,7 +418,7 @@ template <typename T, int L, int NS, int NI>
 inline void rotate_out_rows(const OutBlock& ob, const T* fr, const T* const* z, T* const* msg, int64_t C, int64_t c0,
                             int64_t mp0) {
   T acc[NI][NS][kRotGroup][L] = {};
-  for (int64_t m = 0; m < ob.d; ++m) {
+  for (int64_t m : ob.active_m) {
     const T* D[NI];
     for (int r = 0; r < NI; ++r) D[r] = fr + (ob.frame_off + (mp0 + r) * ob.d + m) * L;
     for (int s = 0; s < NS; ++s)
