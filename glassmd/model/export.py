@@ -109,11 +109,7 @@ class ExportedGlassGNN(nn.Module):
     def edge_features(self, edge_vec: torch.Tensor) -> torch.Tensor:
         edge_vec = self._checked_edge_vec(edge_vec)
         if self._use_edge_frames:
-            n_radial = self._radial_end - self._radial_begin
-            features = edge_vec.new_empty((edge_vec.shape[0], n_radial + self.model.edge_frames.dim))
-            features[:, :n_radial] = self.model.edge_embedding.radial_basis(edge_vec)
-            self.model.edge_frames(edge_vec, features[:, n_radial:])
-            return features
+            return self.model.edge_frame_rows(edge_vec)
         sh, radial = self.model.edge_embedding(edge_vec)
         return torch.cat([sh, radial], dim=1)
 

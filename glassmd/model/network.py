@@ -184,11 +184,15 @@ class GlassGNN(nn.Module):
             order, n_pairs = torch.ops.glassmd.pair_edges(edge_index, edge_vec)
             edge_index = edge_index.index_select(1, order)
             edge_vec = edge_vec.index_select(0, torch.cat([order[:n_pairs], order[2 * n_pairs :]]))
+        return edge_index, self.edge_frame_rows(edge_vec)
+
+    def edge_frame_rows(self, edge_vec: torch.Tensor) -> torch.Tensor:
+        """``[E, n_radial + frame_dim]``: radial basis and frames of each vector, in its own order."""
         n_radial = self.edge_embedding.n_radial
         features = edge_vec.new_empty((edge_vec.shape[0], n_radial + self.edge_frames.dim))
         features[:, :n_radial] = self.edge_embedding.radial_basis(edge_vec)
         self.edge_frames(edge_vec, features[:, n_radial:])
-        return edge_index, features
+        return features
 
     def pairs_edges(self, edge_vec: torch.Tensor) -> bool:
         """Whether :meth:`edge_inputs` pairs the edges (the fused evaluation kernel will run)."""

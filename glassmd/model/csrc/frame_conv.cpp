@@ -228,9 +228,6 @@ struct Block {
         z2(z_size * L),
         msg2(p.dim_out * L) {}
   T* xs_of(int s) { return s == 0 ? xs.data() : xs2.data(); }
-  T* xr_of(int s) { return s == 0 ? xr.data() : xr2.data(); }
-  T* z_of(int s) { return s == 0 ? z.data() : z2.data(); }
-  T* msg_of(int s) { return s == 0 ? msg.data() : msg2.data(); }
 
   // Edges b0 .. b0+nb-1: their senders' features, frames and radial inputs.
   void gather(const Plan& p, int64_t b0, int nb, const int64_t* sender, const T* x, const Strided<T>& hidden,
@@ -531,6 +528,7 @@ void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* sende
   if (NS == 2) Block<T, L>::flip_signs(blk.xr2.data(), p.reverse_sign, 1);
   const T* xr[2] = {blk.xr.data(), blk.xr2.data()};
   T* z[2] = {blk.z.data(), blk.z2.data()};
+  T* msg[2] = {blk.msg.data(), blk.msg2.data()};
   for (const OutBlock& ob : p.blocks) {
     switch (C) {  // the common channel counts keep the accumulators of one m in registers
       case 2: mix_block<T, L, 2, NS>(p, ob, blk.wb.data(), xr, mix, z, C); break;
@@ -542,7 +540,7 @@ void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* sende
     if (ob.lo == 0) {
       for (int s = 0; s < NS; ++s)
         for (int64_t c = 0; c < C; ++c) {
-          T* o = blk.msg_of(s) + (ob.out_off + c) * L;
+          T* o = msg[s] + (ob.out_off + c) * L;
           GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = z[s][c * L + lane];
         }
       continue;
@@ -551,7 +549,6 @@ void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* sende
     for (int64_t c0 = 0; c0 < C; c0 += kRotGroup) {
       const int64_t nc = std::min<int64_t>(kRotGroup, C - c0);
       if (nc == kRotGroup) {
-        T* msg[2] = {blk.msg.data(), blk.msg2.data()};
         int64_t mp = 0;
         for (; mp + 1 < ob.d; mp += 2) rotate_out_rows<T, L, NS, 2>(ob, blk.fr.data(), z, msg, C, c0, mp);
         if (mp < ob.d) rotate_out_rows<T, L, NS, 1>(ob, blk.fr.data(), z, msg, C, c0, mp);
@@ -559,7 +556,7 @@ void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* sende
       }
       for (int64_t mp = 0; mp < ob.d; ++mp) {
         T acc[NS][kRotGroup][L] = {};
-        for (int64_t m = 0; m < ob.d; ++m) {
+        for (int64_t m : ob.active_m) {
           const T* D = blk.fr.data() + (ob.frame_off + mp * ob.d + m) * L;
           for (int s = 0; s < NS; ++s) {
             const T* zz = z[s] + (m * C + c0) * L;
@@ -569,7 +566,7 @@ void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* sende
         }
         for (int s = 0; s < NS; ++s)
           for (int64_t c = 0; c < nc; ++c) {
-            T* o = blk.msg_of(s) + (ob.out_off + (c0 + c) * ob.d + mp) * L;
+            T* o = msg[s] + (ob.out_off + (c0 + c) * ob.d + mp) * L;
             GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = acc[s][c][lane];
           }
       }
@@ -578,10 +575,9 @@ void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* sende
   for (int s = 0; s < NS; ++s) {
     T* orows[L];
     for (int lane = 0; lane < nb; ++lane) orows[lane] = acc_out + receivers[s][lane] * p.dim_out;
-    const T* msg = blk.msg_of(s);
-    if (!(nb == L && L == 16 && add_lanes_to_rows(msg, p.dim_out, orows))) {
+    if (!(nb == L && L == 16 && add_lanes_to_rows(msg[s], p.dim_out, orows))) {
       for (int lane = 0; lane < nb; ++lane)
-        for (int64_t f = 0; f < p.dim_out; ++f) orows[lane][f] += msg[f * L + lane];
+        for (int64_t f = 0; f < p.dim_out; ++f) orows[lane][f] += msg[s][f * L + lane];
     }
   }
 }
