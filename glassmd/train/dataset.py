@@ -2,7 +2,9 @@
 
 A labelled data set is any number of LAMMPS dump files (or directories of ``*.dump`` / ``*.dump.gz``),
 each frame one configuration whose extra per-atom columns ``propensity_t<time>`` hold the labels.
-A configuration is named ``"<file name>#<frame index>"``; these ids are what ``split.json`` lists.
+A configuration is named ``"<file name>#<frame index>"``; these ids are what ``split.json`` lists. When
+files from different folders share a name (``run1/config_0000.dump``, ``run2/config_0000.dump``), every
+file is named by its path below the folder the inputs have in common instead.
 
 Each configuration's periodic graph is built once (:func:`glassmd.data.graph.periodic_graph` at the
 model cutoff) and a batch is the concatenation of several graphs, node indices offset, as in
@@ -12,6 +14,7 @@ torch_geometric.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -30,6 +33,7 @@ __all__ = [
     "build_configurations",
     "collate",
     "configuration_id",
+    "configuration_names",
     "find_dump_files",
     "load_labelled_set",
     "make_split",
@@ -43,9 +47,24 @@ SPLIT_NAMES = ("train", "validation", "test")
 _DUMP_SUFFIXES = (".dump", ".dump.gz", ".lammpstrj", ".lammpstrj.gz")
 
 
-def configuration_id(path: str | Path, frame_index: int) -> str:
+def configuration_id(file_name: str, frame_index: int) -> str:
     """``"<file name>#<frame index>"``, the name a configuration has in ``split.json``."""
-    return f"{Path(path).name}#{frame_index}"
+    return f"{file_name}#{frame_index}"
+
+
+def configuration_names(files: Sequence[str | Path]) -> list[str]:
+    """The name each file gives its configurations' ids: the bare file name, unless two files share it.
+
+    Data sets made by the same script in several folders repeat their file names. Then every file is
+    named by its path relative to the inputs' common folder, so that the ids of a split stay readable and
+    the same whatever the working directory.
+    """
+    paths = [Path(f).resolve() for f in files]
+    bare = [p.name for p in paths]
+    if len(set(bare)) == len(bare):
+        return bare
+    root = Path(os.path.commonpath([p.parent for p in paths]))
+    return [p.relative_to(root).as_posix() for p in paths]
 
 
 def find_dump_files(inputs: Sequence[str | Path]) -> list[Path]:
@@ -54,8 +73,7 @@ def find_dump_files(inputs: Sequence[str | Path]) -> list[Path]:
     Raises
     ------
     InputError
-        An input that does not exist, a directory without dump files, nothing at all, or two files with
-        the same name (configuration ids would clash).
+        An input that does not exist, a directory without dump files, or nothing at all.
     """
     files: list[Path] = []
     if not inputs:
@@ -71,19 +89,10 @@ def find_dump_files(inputs: Sequence[str | Path]) -> list[Path]:
             files.append(path)
         else:
             raise InputError(f"input {str(path)!r} does not exist")
-    seen: dict[str, Path] = {}
+    unique: dict[Path, Path] = {}
     for f in files:
-        if f.name in seen and seen[f.name].resolve() != f.resolve():
-            raise InputError(
-                f"two input files are both named {f.name!r} ({seen[f.name]} and {f}); configuration ids "
-                "are '<file name>#<frame>', so file names must be distinct"
-            )
-        seen[f.name] = f
-    unique: list[Path] = []
-    for f in files:
-        if f not in unique:
-            unique.append(f)
-    return unique
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
 
 
 @dataclass
@@ -122,9 +131,9 @@ def load_labelled_set(files: Sequence[str | Path], times: Sequence[float] | None
     frames: list = []
     sources: list[str] = []
     first: tuple[str, int] | None = None
-    for path in files:
+    for path, name in zip(files, configuration_names(files)):
         for index, frame in enumerate(read_dump(path)):
-            cid = configuration_id(path, index)
+            cid = configuration_id(name, index)
             n = len(frame.ids)
             if first is None:
                 first = (cid, n)

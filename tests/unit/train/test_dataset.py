@@ -41,6 +41,18 @@ def test_directory_expands_to_its_dumps_and_ids_name_file_and_frame(data_dir):
     assert labelled.ids == ["a.dump#0", "a.dump#1", "b.dump.gz#0", "b.dump.gz#1", "b.dump.gz#2"]
 
 
+def test_same_file_names_in_two_folders_are_told_apart_by_their_folders(tmp_path):
+    frames = synthetic_frames(3, 96, times=(10.0,))
+    for run, part in (("run1", frames[:1]), ("run2", frames[1:])):
+        (tmp_path / run).mkdir()
+        write_dump(tmp_path / run / "config.dump", part)
+    files = find_dump_files([tmp_path / "run1", tmp_path / "run2", tmp_path / "run1" / "config.dump"])
+    assert len(files) == 2
+    labelled = load_labelled_set(files, [10.0])
+    assert labelled.ids == ["run1/config.dump#0", "run2/config.dump#0", "run2/config.dump#1"]
+    assert np.array_equal(labelled.subset(["run2/config.dump#1"])[0].positions, frames[2].positions)
+
+
 def test_missing_label_names_file_frame_and_present_times(data_dir):
     with pytest.raises(InputError) as info:
         load_labelled_set(find_dump_files([data_dir]), [10.0, 50.0])
