@@ -9,6 +9,9 @@ local atoms only. It then calls, through the Cython bridge (``plugin/bridge.pyx`
    owners (LAMMPS forward communication) between calls,
 3. :meth:`LayerwiseEvaluator.readout` for the local atoms.
 
+When no rank has ghost nodes that need refreshing (one rank: every ghost is a periodic image of a local
+atom, and is that atom's node), steps 2 and 3 are one call, :meth:`LayerwiseEvaluator.predict`.
+
 Local features depend only on edges to local receivers, so the result equals the model's ``forward`` on
 the whole periodic system, whatever the number of ranks. Arrays come in as numpy views of LAMMPS memory
 (float64); the model runs in its own dtype (float32 for exported models) on its device.
@@ -233,6 +236,25 @@ class LayerwiseEvaluator:
                 )
             np.copyto(features_out, out[: features_out.shape[0]].detach().cpu().numpy())
 
+    def predict(self, values_out: np.ndarray) -> None:
+        """All layers and the readout on the graph of :meth:`begin`, for the first ``len(values_out)`` nodes.
+
+        For a process whose ghost nodes need no refresh between layers (one rank, where every ghost is an
+        image of a local atom): the features stay in the model's dtype and on its device throughout,
+        instead of a float64 round trip through LAMMPS memory per layer.
+        """
+        import torch
+
+        if self._graph is None:
+            raise RuntimeError("predict() called before begin()")
+        n, node_attr, edge_index, edge_feat = self._graph
+        with self._context():
+            h = torch.zeros((n, 0), dtype=self.dtype, device=self.device)
+            for k in range(self.num_layers):
+                h = self.module.layer(k, h, node_attr, edge_index, edge_feat)
+            y = self.module.readout(h[: values_out.shape[0]])
+            np.copyto(values_out, y.detach().cpu().numpy().reshape(values_out.shape))
+
     def readout(self, features: np.ndarray, values_out: np.ndarray) -> None:
         """Predictions (label units) of the nodes whose last-layer features are given."""
         import torch
@@ -245,13 +267,7 @@ class LayerwiseEvaluator:
     def evaluate(self, types: np.ndarray, edge_index: np.ndarray, edge_vec: np.ndarray) -> np.ndarray:
         """All layers on a graph held whole by this process (no ghosts): ``[n, n_outputs]`` float64."""
         edge_index = np.asarray(edge_index)
-        n = len(types)
         self.begin(types, edge_index[0], edge_index[1], edge_vec)
-        h = np.zeros((n, self.feature_dim))
-        for k in range(self.num_layers):
-            out = np.empty_like(h)
-            self.layer(k, h, out)
-            h = out
-        values = np.empty((n, len(self.output_names)))
-        self.readout(h, values)
+        values = np.empty((len(types), len(self.output_names)))
+        self.predict(values)
         return values

@@ -157,6 +157,15 @@ cdef public api int glassgnn_layer(int handle, int k, const double *features_in,
         return _record_failure(exc)
 
 
+cdef public api int glassgnn_predict(int handle, int num_rows, double *values) noexcept:
+    try:
+        evaluator = _evaluators[handle]
+        evaluator.predict(_array(values, num_rows, len(evaluator.output_names), np.float64, True))
+        return 0
+    except BaseException as exc:
+        return _record_failure(exc)
+
+
 cdef public api int glassgnn_readout(int handle, const double *features, int num_rows,
                                      double *values) noexcept:
     try:

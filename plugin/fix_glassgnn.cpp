@@ -534,13 +534,6 @@ void FixGlassGNN::evaluate()
   int rc = 0;
   std::string message;
 
-  if (atom->nmax > maxfeatures) {
-    maxfeatures = atom->nmax;
-    memory->destroy(features);
-    memory->create(features, maxfeatures, feature_dim, "glassgnn:features");
-  }
-  node_features.assign((size_t) nnodes * feature_dim, 0.0);
-
   if (active) {
     GIL gil;
     rc = glassgnn_begin(handle, nnodes, node_types.data(), nedges, senders.data(),
@@ -550,6 +543,47 @@ void FixGlassGNN::evaluate()
   check(rc, fmt::format("failed to build the model inputs at step {}: {}", update->ntimestep,
                         message)
                 .c_str());
+
+  readout_values.assign((size_t) nlocal * num_model_outputs, 0.0);
+  if (ghost_nodes) {
+    evaluate_layer_by_layer(active, nnodes);
+  } else {
+    // nothing to exchange between layers: glassmd runs them all in one call, in the model's dtype
+    if (active && nlocal > 0) {
+      GIL gil;
+      rc = glassgnn_predict(handle, nlocal, readout_values.data());
+      if (rc) message = glassgnn_last_error();
+    }
+    check(rc, fmt::format("model evaluation failed at step {}: {}", update->ntimestep, message)
+                  .c_str());
+  }
+
+  for (int i = 0; i < nlocal; i++) {
+    const bool keep = (mask[i] & groupbit) && type_map[type[i]] >= 0;
+    for (int m = 0; m < nvalues; m++)
+      value(i, m) = keep ? readout_values[(size_t) i * num_model_outputs + columns[m]] : 0.0;
+  }
+  if (property_index >= 0) copy_to_property();
+  last_evaluation = update->ntimestep;
+}
+
+/* ----------------------------------------------------------------------
+   the layers one at a time, the ghost nodes' features refreshed from
+   their owners in between; the readout into readout_values
+------------------------------------------------------------------------- */
+
+void FixGlassGNN::evaluate_layer_by_layer(bool active, int nnodes)
+{
+  const int nlocal = atom->nlocal;
+  int rc = 0;
+  std::string message;
+
+  if (atom->nmax > maxfeatures) {
+    maxfeatures = atom->nmax;
+    memory->destroy(features);
+    memory->create(features, maxfeatures, feature_dim, "glassgnn:features");
+  }
+  node_features.assign((size_t) nnodes * feature_dim, 0.0);
 
   for (int k = 0; k < num_layers; k++) {
     if (active) {
@@ -561,27 +595,18 @@ void FixGlassGNN::evaluate()
     check(rc, fmt::format("model layer {} failed at step {}: {}", k, update->ntimestep, message)
                   .c_str());
 
-    if (ghost_nodes) comm->forward_comm(this);
+    comm->forward_comm(this);
     for (int node = 0; node < nnodes; node++)
       memcpy(&node_features[(size_t) node * feature_dim], features[node_atom[node]],
              sizeof(double) * feature_dim);
   }
 
-  readout_values.assign((size_t) nlocal * num_model_outputs, 0.0);
   if (active && nlocal > 0) {
     GIL gil;
     rc = glassgnn_readout(handle, node_features.data(), nlocal, readout_values.data());
     if (rc) message = glassgnn_last_error();
   }
   check(rc, fmt::format("model readout failed at step {}: {}", update->ntimestep, message).c_str());
-
-  for (int i = 0; i < nlocal; i++) {
-    const bool keep = (mask[i] & groupbit) && type_map[type[i]] >= 0;
-    for (int m = 0; m < nvalues; m++)
-      value(i, m) = keep ? readout_values[(size_t) i * num_model_outputs + columns[m]] : 0.0;
-  }
-  if (property_index >= 0) copy_to_property();
-  last_evaluation = update->ntimestep;
 }
 
 /* ----------------------------------------------------------------------
