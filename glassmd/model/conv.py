@@ -156,13 +156,14 @@ class EquivariantConv(nn.Module):
                 edge_frame,
                 self.mix.weight,
             )
-        # The radial MLP up to its last layer runs here (batch norm and dropout need all edges in training);
-        # the last layer, the widest array of the model, is evaluated inside the kernel.
+        # The radial MLP up to its last layer runs first (batch norm and dropout need all edges in training),
+        # in a fused operator of its own; the last layer, the widest array of the model, is evaluated inside
+        # the convolution kernel.
         weight, bias = self.radial.last_layer()
         return self.frame_kernel.fused(
             x,
             edge_index,
-            self.radial.hidden(edge_radial),
+            self.radial.fused_hidden(edge_radial),
             weight,
             bias,
             self.radial.output_relu,

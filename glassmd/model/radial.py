@@ -84,6 +84,33 @@ class RadialMLP(nn.Module):
         the last layer itself (:meth:`last_layer`, ``output_relu``)."""
         return self.net[3](self.net[2](self.net[1](self.net[0](radial))))
 
+    def fused_hidden(self, radial: torch.Tensor) -> torch.Tensor:
+        """:meth:`hidden` in training mode by one operator of the compiled kernel library
+        (``glassmd::radial_hidden``, loaded by the caller), with the same dropout masks and batch-norm
+        running statistics. Other cases (eval mode, a dropout rate other than 0 or 1/2) go to :meth:`hidden`.
+        """
+        norm = self.net[2]
+        dropout = self.net[3]
+        first = self.net[0]
+        if not self.training or (dropout.p != 0.0 and dropout.p != 0.5) or first.out_features > 30 or radial.shape[0] < 2:
+            return self.hidden(radial)
+        drop = dropout.p == 0.5
+        draws = torch.randint(0, 1 << 30, (radial.shape[0], 1), dtype=torch.int32, device=radial.device)
+        assert norm.weight is not None and norm.bias is not None
+        out, mean, var = torch.ops.glassmd.radial_hidden(
+            radial, first.weight, first.bias, norm.weight, norm.bias, draws.view(-1), norm.eps, drop
+        )
+        running_mean, running_var, batches = norm.running_mean, norm.running_var, norm.num_batches_tracked
+        if running_mean is not None and running_var is not None and batches is not None:
+            # nn.BatchNorm1d's update: the running variance takes the unbiased batch variance.
+            n = radial.shape[0]
+            with torch.no_grad():
+                batches.add_(1)
+                momentum = norm.momentum if norm.momentum is not None else 1.0 / float(batches.item())
+                running_mean.mul_(1.0 - momentum).add_(mean, alpha=momentum)
+                running_var.mul_(1.0 - momentum).add_(var * (n / (n - 1)), alpha=momentum)
+        return out
+
     def evaluation_layers(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(W1, b1, W2', b2')``: the MLP at evaluation is ``[relu](W2' relu(W1 B + b1) + b2')``.
 

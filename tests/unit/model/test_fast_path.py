@@ -69,32 +69,50 @@ def test_eval_outputs_match_reference(implementation, l_max, channels, dtype, to
     assert torch.allclose(y_fast, y_ref, rtol=0, atol=tol * max(1.0, float(y_ref.abs().max())))
 
 
+def train_step_results(model, graph, dtype):
+    """Outputs, parameter gradients and state after one training-mode pass, in float64 for comparison."""
+    model = copy.deepcopy(model).to(dtype).train()
+    _, types, edge_index, edge_vec = graph
+    torch.manual_seed(1234)  # the same dropout draws in every implementation
+    y = model(types, edge_index, edge_vec.to(dtype))
+    loss = (y**2).mean() + y.mean()
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    state = {k: v.double() for k, v in model.state_dict().items() if v.is_floating_point()}
+    return y.detach().double(), [g.double() for g in grads], state
+
+
 @pytest.mark.parametrize("implementation", FAST)
 @pytest.mark.parametrize("l_max,channels", [(1, 4), (2, 2), (3, 5), (3, 8)])
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-4), (torch.float64, 1e-9)])
 def test_train_mode_outputs_gradients_and_statistics_match(implementation, l_max, channels, dtype, tol):
-    """Batch norm in training mode and dropout with the same random stream in both implementations."""
+    """Batch norm in training mode and dropout with the same random stream in both implementations.
+
+    Both are compared with the reference in float64 (same parameters, cast). In float32 torch's batch norm
+    over the edges is itself off by up to a few 1e-4 of the gradients, which the pure-torch paths share; the
+    fused path sums its batch statistics in float64 and lands 100x closer. So in float32 a fast path must be
+    within ``tol`` of the exact result, or at most as far from it as the float32 reference is.
+    """
     graph = random_configuration(120, dtype, seed=7 + l_max)
     config = ModelConfig(l_max=l_max, channels=channels, layers=3)
     fast, reference = both(model_with_statistics(config, dtype, graph), implementation)
-    _, types, edge_index, edge_vec = graph
-    results = []
-    for model in (fast, reference):
-        model.train()
-        torch.manual_seed(1234)
-        y = model(types, edge_index, edge_vec)
-        loss = (y**2).mean() + y.mean()
-        grads = torch.autograd.grad(loss, list(model.parameters()))
-        results.append((y.detach(), grads, {k: v.clone() for k, v in model.state_dict().items()}))
-    (y_f, g_f, s_f), (y_r, g_r, s_r) = results
-    assert torch.allclose(y_f, y_r, rtol=0, atol=tol * max(1.0, float(y_r.abs().max())))
-    grad_scale = max(float(g.abs().max()) for g in g_r)
+    y_f, g_f, s_f = train_step_results(fast, graph, dtype)
+    y_x, g_x, s_x = train_step_results(reference, graph, torch.float64)
+    if dtype == torch.float64:
+        y_r, g_r = y_x, g_x
+    else:
+        y_r, g_r, _ = train_step_results(reference, graph, dtype)
+
+    def allowed(reference_error, scale):
+        return max(tol * scale, 1.5 * reference_error)
+
+    y_scale = max(1.0, float(y_x.abs().max()))
+    assert (y_f - y_x).abs().max() <= allowed(float((y_r - y_x).abs().max()), y_scale)
+    grad_scale = max(float(g.abs().max()) for g in g_x)
     assert grad_scale > 0
-    for (name, _), a, b in zip(reference.named_parameters(), g_f, g_r):
-        assert torch.allclose(a, b, rtol=0, atol=tol * grad_scale), name
-    for key in s_r:  # running statistics updated identically
-        if s_r[key].is_floating_point():
-            assert torch.allclose(s_f[key], s_r[key], rtol=tol, atol=tol), key
+    for (name, _), a, r, x in zip(reference.named_parameters(), g_f, g_r, g_x):
+        assert (a - x).abs().max() <= allowed(float((r - x).abs().max()), grad_scale), name
+    for key in s_x:  # running statistics updated identically
+        assert torch.allclose(s_f[key], s_x[key], rtol=tol, atol=tol), key
 
 
 def test_parameters_and_state_dict_are_shared():
@@ -194,7 +212,8 @@ def test_fused_kernel_is_built_and_used():
     assert "glassmd::frame_conv_eval" in keys and "glassmd::frame_conv" not in keys
     with torch.profiler.profile() as prof:
         model.train()(types, edge_index, edge_vec)
-    assert "glassmd::frame_conv" in {e.key for e in prof.key_averages()}
+    keys = {e.key for e in prof.key_averages()}
+    assert "glassmd::frame_conv" in keys and "glassmd::radial_hidden" in keys
 
 
 def test_evaluation_kernel_matches_the_autograd_kernel_and_refuses_gradients():

@@ -1,0 +1,286 @@
+// glassmd::radial_hidden: the hidden layer of the radial MLPs in training mode,
+// dropout(batchnorm(relu(basis W^T + b))), as one operator with its own backward.
+//
+// Every layer of a training step runs this on all edges (tens of thousands of rows of 16 values). As a
+// chain of torch operators (addmm, relu, batch norm, the dropout mask and two products, each with its
+// backward) it took a quarter of the step: batch norm over many rows of few channels is slow in torch,
+// and every operator is a full pass over memory. Here it is two passes forward and two backward.
+//
+// Sums over edges run in fixed blocks of rows whose partial results are added in block order, so results
+// do not depend on the number of threads (training runs repeat bit for bit).
+//
+// Dropout (p = 1/2) takes its masks from the bits of one random integer per edge, as BitDropout does.
+
+#include <torch/library.h>
+#include <torch/autograd.h>
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <cstdint>
+#include <tuple>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+
+constexpr int64_t kBlock = 256;  // rows per partial sum
+
+int64_t block_count(int64_t rows) { return (rows + kBlock - 1) / kBlock; }
+
+// Adds the per-block partials [n_blocks, width] in block order.
+std::vector<double> sum_blocks(const std::vector<double>& partial, int64_t n_blocks, int64_t width) {
+  std::vector<double> total(width, 0.0);
+  for (int64_t b = 0; b < n_blocks; b++)
+    for (int64_t c = 0; c < width; c++) total[c] += partial[b * width + c];
+  return total;
+}
+
+void check_inputs(const Tensor& basis, const Tensor& weight, const Tensor& bias, const Tensor& gamma,
+                  const Tensor& beta, const Tensor& draws) {
+  TORCH_CHECK(basis.dim() == 2 && weight.dim() == 2 && weight.size(1) == basis.size(1),
+              "radial_hidden: basis must be [E, R] and weight [H, R]");
+  const int64_t hidden = weight.size(0);
+  TORCH_CHECK(hidden <= 31, "radial_hidden: at most 31 hidden values (one random bit each)");
+  TORCH_CHECK(bias.numel() == hidden && gamma.numel() == hidden && beta.numel() == hidden,
+              "radial_hidden: bias, gamma and beta must have H values");
+  TORCH_CHECK(basis.size(0) > 1, "radial_hidden: batch norm in training needs more than one edge");
+  TORCH_CHECK(draws.scalar_type() == at::kInt && draws.numel() == basis.size(0),
+              "radial_hidden: draws must be one int32 per edge");
+  TORCH_CHECK(basis.device().is_cpu(), "radial_hidden runs on CPU");
+}
+
+// Forward: returns (hidden, relu activations, batch mean, biased batch variance).
+template <typename T>
+void forward_impl(const Tensor& basis, const Tensor& weight, const Tensor& bias, const Tensor& gamma,
+                  const Tensor& beta, const Tensor& draws, double eps, bool drop, Tensor& out, Tensor& act,
+                  Tensor& mean_out, Tensor& var_out) {
+  const int64_t E = basis.size(0), R = basis.size(1), H = weight.size(0);
+  const T* x = basis.data_ptr<T>();
+  const T* w = weight.data_ptr<T>();
+  const T* b = bias.data_ptr<T>();
+  const int32_t* bits = draws.data_ptr<int32_t>();
+  T* a = act.data_ptr<T>();
+  T* y = out.data_ptr<T>();
+  const int64_t n_blocks = block_count(E);
+  std::vector<double> sums(n_blocks * H, 0.0), squares(n_blocks * H, 0.0);
+
+  at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> row(H);
+    for (int64_t blk = b0; blk < b1; blk++) {
+      double* s = &sums[blk * H];
+      double* q = &squares[blk * H];
+      for (int64_t e = blk * kBlock; e < std::min(E, (blk + 1) * kBlock); e++) {
+        const T* xe = x + e * R;
+        for (int64_t c = 0; c < H; c++) {
+          T v = b[c];
+          for (int64_t r = 0; r < R; r++) v += xe[r] * w[c * R + r];
+          v = v > T(0) ? v : T(0);
+          a[e * H + c] = v;
+          s[c] += v;
+          q[c] += double(v) * v;
+        }
+      }
+    }
+  });
+  const std::vector<double> sum = sum_blocks(sums, n_blocks, H), square = sum_blocks(squares, n_blocks, H);
+
+  std::vector<T> scale(H), shift(H);
+  const T* g = gamma.data_ptr<T>();
+  const T* be = beta.data_ptr<T>();
+  T* mean = mean_out.data_ptr<T>();
+  T* var = var_out.data_ptr<T>();
+  for (int64_t c = 0; c < H; c++) {
+    const double m = sum[c] / E;
+    const double v = std::max(square[c] / E - m * m, 0.0);
+    mean[c] = T(m);
+    var[c] = T(v);
+    const double invstd = 1.0 / std::sqrt(v + eps);
+    scale[c] = T(g[c] * invstd);
+    shift[c] = T(be[c] - m * g[c] * invstd);
+  }
+
+  at::parallel_for(0, E, 1024, [&](int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; e++) {
+      const uint32_t keep = drop ? uint32_t(bits[e]) : 0xffffffffu;
+      const T factor = drop ? T(2) : T(1);
+      for (int64_t c = 0; c < H; c++) {
+        const T kept = ((keep >> c) & 1u) ? factor : T(0);
+        y[e * H + c] = (a[e * H + c] * scale[c] + shift[c]) * kept;
+      }
+    }
+  });
+}
+
+// Backward: gradients of basis (if wanted), weight, bias, gamma, beta.
+template <typename T>
+void backward_impl(const Tensor& grad_out, const Tensor& basis, const Tensor& weight, const Tensor& gamma,
+                   const Tensor& act, const Tensor& mean_t, const Tensor& var_t, const Tensor& draws, double eps,
+                   bool drop, bool want_basis, Tensor& g_basis, Tensor& g_weight, Tensor& g_bias,
+                   Tensor& g_gamma, Tensor& g_beta) {
+  const int64_t E = basis.size(0), R = basis.size(1), H = weight.size(0);
+  const T* go = grad_out.data_ptr<T>();
+  const T* x = basis.data_ptr<T>();
+  const T* w = weight.data_ptr<T>();
+  const T* a = act.data_ptr<T>();
+  const int32_t* bits = draws.data_ptr<int32_t>();
+  const T* mean = mean_t.data_ptr<T>();
+  const T* var = var_t.data_ptr<T>();
+  const T* gam = gamma.data_ptr<T>();
+  const int64_t n_blocks = block_count(E);
+  std::vector<T> invstd(H);
+  for (int64_t c = 0; c < H; c++) invstd[c] = T(1.0 / std::sqrt(double(var[c]) + eps));
+
+  auto upstream = [&](int64_t e, int64_t c) -> T {  // gradient at the batch-norm output
+    if (!drop) return go[e * H + c];
+    return ((uint32_t(bits[e]) >> c) & 1u) ? go[e * H + c] * T(2) : T(0);
+  };
+
+  std::vector<double> sums(n_blocks * H, 0.0), dots(n_blocks * H, 0.0);
+  at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t blk = b0; blk < b1; blk++) {
+      double* s = &sums[blk * H];
+      double* d = &dots[blk * H];
+      for (int64_t e = blk * kBlock; e < std::min(E, (blk + 1) * kBlock); e++) {
+        for (int64_t c = 0; c < H; c++) {
+          const T gy = upstream(e, c);
+          s[c] += gy;
+          d[c] += double(gy) * ((a[e * H + c] - mean[c]) * invstd[c]);
+        }
+      }
+    }
+  });
+  const std::vector<double> sum_gy = sum_blocks(sums, n_blocks, H), sum_gy_xhat = sum_blocks(dots, n_blocks, H);
+  T* gg = g_gamma.data_ptr<T>();
+  T* gb = g_beta.data_ptr<T>();
+  std::vector<T> k(H), mean_gy(H), mean_gy_xhat(H);
+  for (int64_t c = 0; c < H; c++) {
+    gg[c] = T(sum_gy_xhat[c]);
+    gb[c] = T(sum_gy[c]);
+    k[c] = gam[c] * invstd[c];
+    mean_gy[c] = T(sum_gy[c] / E);
+    mean_gy_xhat[c] = T(sum_gy_xhat[c] / E);
+  }
+
+  std::vector<double> w_part(n_blocks * H * R, 0.0), b_part(n_blocks * H, 0.0);
+  T* gx = want_basis ? g_basis.data_ptr<T>() : nullptr;
+  at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> pre(H);
+    for (int64_t blk = b0; blk < b1; blk++) {
+      double* gw = &w_part[blk * H * R];
+      double* gbias = &b_part[blk * H];
+      for (int64_t e = blk * kBlock; e < std::min(E, (blk + 1) * kBlock); e++) {
+        const T* xe = x + e * R;
+        for (int64_t c = 0; c < H; c++) {
+          const T av = a[e * H + c];
+          const T xhat = (av - mean[c]) * invstd[c];
+          const T ga = k[c] * (upstream(e, c) - mean_gy[c] - xhat * mean_gy_xhat[c]);
+          pre[c] = av > T(0) ? ga : T(0);
+          gbias[c] += pre[c];
+          for (int64_t r = 0; r < R; r++) gw[c * R + r] += double(pre[c]) * xe[r];
+        }
+        if (gx) {
+          for (int64_t r = 0; r < R; r++) {
+            T v = 0;
+            for (int64_t c = 0; c < H; c++) v += pre[c] * w[c * R + r];
+            gx[e * R + r] = v;
+          }
+        }
+      }
+    }
+  });
+  const std::vector<double> gw = sum_blocks(w_part, n_blocks, H * R), gbias = sum_blocks(b_part, n_blocks, H);
+  T* gwp = g_weight.data_ptr<T>();
+  T* gbp = g_bias.data_ptr<T>();
+  for (int64_t i = 0; i < H * R; i++) gwp[i] = T(gw[i]);
+  for (int64_t c = 0; c < H; c++) gbp[c] = T(gbias[c]);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> radial_hidden_forward(const Tensor& basis_in, const Tensor& weight_in,
+                                                                 const Tensor& bias_in, const Tensor& gamma_in,
+                                                                 const Tensor& beta_in, const Tensor& draws_in,
+                                                                 double eps, bool drop) {
+  check_inputs(basis_in, weight_in, bias_in, gamma_in, beta_in, draws_in);
+  const auto dtype = basis_in.scalar_type();
+  const Tensor basis = basis_in.contiguous(), weight = weight_in.to(dtype).contiguous();
+  const Tensor bias = bias_in.to(dtype).contiguous(), gamma = gamma_in.to(dtype).contiguous();
+  const Tensor beta = beta_in.to(dtype).contiguous(), draws = draws_in.contiguous();
+  const int64_t E = basis.size(0), H = weight.size(0);
+  Tensor out = at::empty({E, H}, basis.options());
+  Tensor act = at::empty({E, H}, basis.options());
+  Tensor mean = at::empty({H}, basis.options());
+  Tensor var = at::empty({H}, basis.options());
+  AT_DISPATCH_FLOATING_TYPES(dtype, "radial_hidden", [&] {
+    forward_impl<scalar_t>(basis, weight, bias, gamma, beta, draws, eps, drop, out, act, mean, var);
+  });
+  return {out, act, mean, var};
+}
+
+class RadialHiddenFunction : public torch::autograd::Function<RadialHiddenFunction> {
+ public:
+  static torch::autograd::tensor_list forward(torch::autograd::AutogradContext* ctx, const Tensor& basis,
+                                              const Tensor& weight, const Tensor& bias, const Tensor& gamma,
+                                              const Tensor& beta, const Tensor& draws, double eps, bool drop) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [out, act, mean, var] = radial_hidden_forward(basis, weight, bias, gamma, beta, draws, eps, drop);
+    // The backward reads rows of the basis: a column slice of a wider array is saved as a contiguous copy.
+    ctx->save_for_backward({basis, weight, gamma, act, mean, var, draws.contiguous()});
+    ctx->saved_data["basis_rows"] = basis.is_contiguous() ? Tensor() : basis.contiguous();
+    ctx->saved_data["eps"] = eps;
+    ctx->saved_data["drop"] = drop;
+    ctx->mark_non_differentiable({mean, var});
+    return {out, mean, var};
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grad_outputs) {
+    auto s = ctx->get_saved_variables();
+    const Tensor rows = ctx->saved_data["basis_rows"].toTensor();
+    const bool want_basis = ctx->needs_input_grad(0);
+    const Tensor basis = rows.defined() ? rows : s[0];
+    const Tensor &weight = s[1], &gamma = s[2], &act = s[3], &mean = s[4], &var = s[5];
+    const Tensor& draws = s[6];
+    const auto dtype = basis.scalar_type();
+    const Tensor grad = grad_outputs[0].defined() ? grad_outputs[0].to(dtype).contiguous()
+                                                  : at::zeros_like(act);
+    const Tensor w = weight.to(dtype).contiguous(), g = gamma.to(dtype).contiguous();
+    const int64_t H = w.size(0);
+    Tensor g_basis = want_basis ? at::empty_like(basis) : Tensor();
+    Tensor g_weight = at::empty_like(w), g_bias = at::empty({H}, w.options());
+    Tensor g_gamma = at::empty({H}, w.options()), g_beta = at::empty({H}, w.options());
+    AT_DISPATCH_FLOATING_TYPES(dtype, "radial_hidden_backward", [&] {
+      backward_impl<scalar_t>(grad, basis, w, g, act, mean, var, draws, ctx->saved_data["eps"].toDouble(),
+                              ctx->saved_data["drop"].toBool(), want_basis, g_basis, g_weight, g_bias, g_gamma,
+                              g_beta);
+    });
+    return {g_basis, g_weight.to(weight.scalar_type()), g_bias, g_gamma, g_beta, Tensor(), Tensor(), Tensor()};
+  }
+};
+
+std::tuple<Tensor, Tensor, Tensor> radial_hidden_autograd(const Tensor& basis, const Tensor& weight,
+                                                          const Tensor& bias, const Tensor& gamma,
+                                                          const Tensor& beta, const Tensor& draws, double eps,
+                                                          bool drop) {
+  auto out = RadialHiddenFunction::apply(basis, weight, bias, gamma, beta, draws, eps, drop);
+  return {out[0], out[1], out[2]};
+}
+
+std::tuple<Tensor, Tensor, Tensor> radial_hidden_cpu(const Tensor& basis, const Tensor& weight, const Tensor& bias,
+                                                     const Tensor& gamma, const Tensor& beta, const Tensor& draws,
+                                                     double eps, bool drop) {
+  auto [out, act, mean, var] = radial_hidden_forward(basis, weight, bias, gamma, beta, draws, eps, drop);
+  return {out, mean, var};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(glassmd, m) {
+  m.def(
+      "radial_hidden(Tensor basis, Tensor weight, Tensor bias, Tensor gamma, Tensor beta, Tensor draws, "
+      "float eps, bool drop) -> (Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(glassmd, CPU, m) { m.impl("radial_hidden", radial_hidden_cpu); }
+
+TORCH_LIBRARY_IMPL(glassmd, Autograd, m) { m.impl("radial_hidden", radial_hidden_autograd); }
