@@ -7,7 +7,8 @@
 // and every operator is a full pass over memory. Here it is two passes forward and two backward.
 //
 // Sums over edges run in fixed blocks of rows whose partial results are added in block order, so results
-// do not depend on the number of threads (training runs repeat bit for bit).
+// do not depend on the number of threads (training runs repeat bit for bit). Batch statistics are added
+// across blocks in float64.
 //
 // Dropout (p = 1/2) takes its masks from the bits of one random integer per edge, as BitDropout does.
 
@@ -42,7 +43,7 @@ void check_inputs(const Tensor& basis, const Tensor& weight, const Tensor& bias,
   TORCH_CHECK(basis.dim() == 2 && weight.dim() == 2 && weight.size(1) == basis.size(1),
               "radial_hidden: basis must be [E, R] and weight [H, R]");
   const int64_t hidden = weight.size(0);
-  TORCH_CHECK(hidden <= 31, "radial_hidden: at most 31 hidden values (one random bit each)");
+  TORCH_CHECK(hidden <= 30, "radial_hidden: at most 30 hidden values (one random bit each)");
   TORCH_CHECK(bias.numel() == hidden && gamma.numel() == hidden && beta.numel() == hidden,
               "radial_hidden: bias, gamma and beta must have H values");
   TORCH_CHECK(basis.size(0) > 1, "radial_hidden: batch norm in training needs more than one edge");
@@ -51,14 +52,25 @@ void check_inputs(const Tensor& basis, const Tensor& weight, const Tensor& bias,
   TORCH_CHECK(basis.device().is_cpu(), "radial_hidden runs on CPU");
 }
 
-// Forward: returns (hidden, relu activations, batch mean, biased batch variance).
+// The dropout factors of one row: 2 for the hidden values an edge keeps, 0 for the others (1 without dropout).
+template <typename T>
+inline void dropout_factors(bool drop, int32_t bits, int64_t H, T* factor) {
+  for (int64_t c = 0; c < H; c++) factor[c] = drop ? T(2 * ((uint32_t(bits) >> c) & 1u)) : T(1);
+}
+
+// Rows are processed with the hidden index innermost (16 values: one vector register of floats); per-block
+// sums are taken in T over at most kBlock rows, then in double across blocks.
+constexpr int64_t kMaxHidden = 32;
+
+// Forward: hidden values, relu activations, batch mean and biased batch variance.
 template <typename T>
 void forward_impl(const Tensor& basis, const Tensor& weight, const Tensor& bias, const Tensor& gamma,
                   const Tensor& beta, const Tensor& draws, double eps, bool drop, Tensor& out, Tensor& act,
                   Tensor& mean_out, Tensor& var_out) {
   const int64_t E = basis.size(0), R = basis.size(1), H = weight.size(0);
+  const Tensor weight_t = weight.t().contiguous();  // [R, H]
   const T* x = basis.data_ptr<T>();
-  const T* w = weight.data_ptr<T>();
+  const T* wt = weight_t.data_ptr<T>();
   const T* b = bias.data_ptr<T>();
   const int32_t* bits = draws.data_ptr<int32_t>();
   T* a = act.data_ptr<T>();
@@ -67,26 +79,33 @@ void forward_impl(const Tensor& basis, const Tensor& weight, const Tensor& bias,
   std::vector<double> sums(n_blocks * H, 0.0), squares(n_blocks * H, 0.0);
 
   at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<T> row(H);
     for (int64_t blk = b0; blk < b1; blk++) {
-      double* s = &sums[blk * H];
-      double* q = &squares[blk * H];
+      T s[kMaxHidden] = {}, q[kMaxHidden] = {};
       for (int64_t e = blk * kBlock; e < std::min(E, (blk + 1) * kBlock); e++) {
         const T* xe = x + e * R;
-        for (int64_t c = 0; c < H; c++) {
-          T v = b[c];
-          for (int64_t r = 0; r < R; r++) v += xe[r] * w[c * R + r];
-          v = v > T(0) ? v : T(0);
-          a[e * H + c] = v;
-          s[c] += v;
-          q[c] += double(v) * v;
+        T v[kMaxHidden];
+        for (int64_t c = 0; c < H; c++) v[c] = b[c];
+        for (int64_t r = 0; r < R; r++) {
+          const T xr = xe[r];
+          for (int64_t c = 0; c < H; c++) v[c] += xr * wt[r * H + c];
         }
+        T* ae = a + e * H;
+        for (int64_t c = 0; c < H; c++) {
+          const T u = v[c] > T(0) ? v[c] : T(0);
+          ae[c] = u;
+          s[c] += u;
+          q[c] += u * u;
+        }
+      }
+      for (int64_t c = 0; c < H; c++) {
+        sums[blk * H + c] = s[c];
+        squares[blk * H + c] = q[c];
       }
     }
   });
   const std::vector<double> sum = sum_blocks(sums, n_blocks, H), square = sum_blocks(squares, n_blocks, H);
 
-  std::vector<T> scale(H), shift(H);
+  T scale[kMaxHidden], shift[kMaxHidden];
   const T* g = gamma.data_ptr<T>();
   const T* be = beta.data_ptr<T>();
   T* mean = mean_out.data_ptr<T>();
@@ -102,13 +121,12 @@ void forward_impl(const Tensor& basis, const Tensor& weight, const Tensor& bias,
   }
 
   at::parallel_for(0, E, 1024, [&](int64_t e0, int64_t e1) {
+    T factor[kMaxHidden];
     for (int64_t e = e0; e < e1; e++) {
-      const uint32_t keep = drop ? uint32_t(bits[e]) : 0xffffffffu;
-      const T factor = drop ? T(2) : T(1);
-      for (int64_t c = 0; c < H; c++) {
-        const T kept = ((keep >> c) & 1u) ? factor : T(0);
-        y[e * H + c] = (a[e * H + c] * scale[c] + shift[c]) * kept;
-      }
+      dropout_factors(drop, bits[e], H, factor);
+      const T* ae = a + e * H;
+      T* ye = y + e * H;
+      for (int64_t c = 0; c < H; c++) ye[c] = (ae[c] * scale[c] + shift[c]) * factor[c];
     }
   });
 }
@@ -129,32 +147,35 @@ void backward_impl(const Tensor& grad_out, const Tensor& basis, const Tensor& we
   const T* var = var_t.data_ptr<T>();
   const T* gam = gamma.data_ptr<T>();
   const int64_t n_blocks = block_count(E);
-  std::vector<T> invstd(H);
+  T invstd[kMaxHidden];
   for (int64_t c = 0; c < H; c++) invstd[c] = T(1.0 / std::sqrt(double(var[c]) + eps));
 
-  auto upstream = [&](int64_t e, int64_t c) -> T {  // gradient at the batch-norm output
-    if (!drop) return go[e * H + c];
-    return ((uint32_t(bits[e]) >> c) & 1u) ? go[e * H + c] * T(2) : T(0);
-  };
-
+  // Pass 1: the sums of the upstream gradient and of its product with the normalised activations.
   std::vector<double> sums(n_blocks * H, 0.0), dots(n_blocks * H, 0.0);
   at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
+    T factor[kMaxHidden];
     for (int64_t blk = b0; blk < b1; blk++) {
-      double* s = &sums[blk * H];
-      double* d = &dots[blk * H];
+      T s[kMaxHidden] = {}, d[kMaxHidden] = {};
       for (int64_t e = blk * kBlock; e < std::min(E, (blk + 1) * kBlock); e++) {
+        dropout_factors(drop, bits[e], H, factor);
+        const T* ge = go + e * H;
+        const T* ae = a + e * H;
         for (int64_t c = 0; c < H; c++) {
-          const T gy = upstream(e, c);
+          const T gy = ge[c] * factor[c];
           s[c] += gy;
-          d[c] += double(gy) * ((a[e * H + c] - mean[c]) * invstd[c]);
+          d[c] += gy * ((ae[c] - mean[c]) * invstd[c]);
         }
+      }
+      for (int64_t c = 0; c < H; c++) {
+        sums[blk * H + c] = s[c];
+        dots[blk * H + c] = d[c];
       }
     }
   });
   const std::vector<double> sum_gy = sum_blocks(sums, n_blocks, H), sum_gy_xhat = sum_blocks(dots, n_blocks, H);
   T* gg = g_gamma.data_ptr<T>();
   T* gb = g_beta.data_ptr<T>();
-  std::vector<T> k(H), mean_gy(H), mean_gy_xhat(H);
+  T k[kMaxHidden], mean_gy[kMaxHidden], mean_gy_xhat[kMaxHidden];
   for (int64_t c = 0; c < H; c++) {
     gg[c] = T(sum_gy_xhat[c]);
     gb[c] = T(sum_gy[c]);
@@ -163,22 +184,29 @@ void backward_impl(const Tensor& grad_out, const Tensor& basis, const Tensor& we
     mean_gy_xhat[c] = T(sum_gy_xhat[c] / E);
   }
 
-  std::vector<double> w_part(n_blocks * H * R, 0.0), b_part(n_blocks * H, 0.0);
+  // Pass 2: the gradient before the relu, and from it those of the first linear layer.
+  std::vector<double> w_part(n_blocks * R * H, 0.0), b_part(n_blocks * H, 0.0);  // weight part as [R, H]
   T* gx = want_basis ? g_basis.data_ptr<T>() : nullptr;
   at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<T> pre(H);
+    std::vector<T> gw(R * H);
+    T factor[kMaxHidden], pre[kMaxHidden];
     for (int64_t blk = b0; blk < b1; blk++) {
-      double* gw = &w_part[blk * H * R];
-      double* gbias = &b_part[blk * H];
+      std::fill(gw.begin(), gw.end(), T(0));
+      T gbias[kMaxHidden] = {};
       for (int64_t e = blk * kBlock; e < std::min(E, (blk + 1) * kBlock); e++) {
+        dropout_factors(drop, bits[e], H, factor);
         const T* xe = x + e * R;
+        const T* ge = go + e * H;
+        const T* ae = a + e * H;
         for (int64_t c = 0; c < H; c++) {
-          const T av = a[e * H + c];
-          const T xhat = (av - mean[c]) * invstd[c];
-          const T ga = k[c] * (upstream(e, c) - mean_gy[c] - xhat * mean_gy_xhat[c]);
-          pre[c] = av > T(0) ? ga : T(0);
+          const T xhat = (ae[c] - mean[c]) * invstd[c];
+          const T ga = k[c] * (ge[c] * factor[c] - mean_gy[c] - xhat * mean_gy_xhat[c]);
+          pre[c] = ae[c] > T(0) ? ga : T(0);
           gbias[c] += pre[c];
-          for (int64_t r = 0; r < R; r++) gw[c * R + r] += double(pre[c]) * xe[r];
+        }
+        for (int64_t r = 0; r < R; r++) {
+          const T xr = xe[r];
+          for (int64_t c = 0; c < H; c++) gw[r * H + c] += pre[c] * xr;
         }
         if (gx) {
           for (int64_t r = 0; r < R; r++) {
@@ -188,12 +216,15 @@ void backward_impl(const Tensor& grad_out, const Tensor& basis, const Tensor& we
           }
         }
       }
+      for (int64_t i = 0; i < R * H; i++) w_part[blk * R * H + i] = gw[i];
+      for (int64_t c = 0; c < H; c++) b_part[blk * H + c] = gbias[c];
     }
   });
-  const std::vector<double> gw = sum_blocks(w_part, n_blocks, H * R), gbias = sum_blocks(b_part, n_blocks, H);
+  const std::vector<double> gw = sum_blocks(w_part, n_blocks, R * H), gbias = sum_blocks(b_part, n_blocks, H);
   T* gwp = g_weight.data_ptr<T>();
   T* gbp = g_bias.data_ptr<T>();
-  for (int64_t i = 0; i < H * R; i++) gwp[i] = T(gw[i]);
+  for (int64_t c = 0; c < H; c++)
+    for (int64_t r = 0; r < R; r++) gwp[c * R + r] = T(gw[r * H + c]);
   for (int64_t c = 0; c < H; c++) gbp[c] = T(gbias[c]);
 }
 
