@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the shipped model from this data set: runs/glassgnn-ka-T0.6 (resumable: run the same command again
+# Stage 1 of the shipped model (stage 2: data/ka-T0.6-both/train.sh), from this data set: runs/glassgnn-ka-T0.6 (resumable: run the same command again
 # after an interruption). The exported model, its config, split and report are then copied into
 # glassmd/shipped/ by hand (see the README of this folder).
 set -euo pipefail
