@@ -92,7 +92,8 @@ class RadialMLP(nn.Module):
         norm = self.net[2]
         dropout = self.net[3]
         first = self.net[0]
-        if not self.training or (dropout.p != 0.0 and dropout.p != 0.5) or first.out_features > 30 or radial.shape[0] < 2:
+        supported = dropout.p == 0.0 or dropout.p == 0.5
+        if not self.training or not supported or first.out_features > 30 or radial.shape[0] < 2:
             return self.hidden(radial)
         drop = dropout.p == 0.5
         draws = torch.randint(0, 1 << 30, (radial.shape[0], 1), dtype=torch.int32, device=radial.device)
