@@ -72,26 +72,19 @@ class EquivariantBatchNorm(nn.Module):
             offset, mul, d, stat = block[0], block[1], block[2], block[3]
             field = x[:, offset : offset + mul * d].reshape(n, mul, d)
             if d == 1:
-                if self.training:
-                    mean = field.mean(dim=(0, 2))
-                    var = field.var(dim=(0, 2), unbiased=False)
-                    with torch.no_grad():
-                        self.running_mean[stat : stat + mul].lerp_(mean.detach(), self.momentum)
-                        self.running_var[stat : stat + mul].lerp_(var.detach(), self.momentum)
-                else:
-                    mean = self.running_mean[stat : stat + mul]
-                    var = self.running_var[stat : stat + mul]
+                mean = field.mean(dim=(0, 2))
+                var = field.var(dim=(0, 2), unbiased=False)
+                with torch.no_grad():
+                    self.running_mean[stat : stat + mul].lerp_(mean.detach(), self.momentum)
+                    self.running_var[stat : stat + mul].lerp_(var.detach(), self.momentum)
                 scale = self.weight_scalar[stat : stat + mul] * torch.rsqrt(var + self.eps)
                 field = (field - mean[None, :, None]) * scale[None, :, None] + self.bias_scalar[stat : stat + mul][
                     None, :, None
                 ]
             else:
-                if self.training:
-                    sq = field.pow(2).mean(dim=(0, 2))
-                    with torch.no_grad():
-                        self.running_sq[stat : stat + mul].lerp_(sq.detach(), self.momentum)
-                else:
-                    sq = self.running_sq[stat : stat + mul]
+                sq = field.pow(2).mean(dim=(0, 2))
+                with torch.no_grad():
+                    self.running_sq[stat : stat + mul].lerp_(sq.detach(), self.momentum)
                 scale = self.weight_vector[stat : stat + mul] * torch.rsqrt(sq + self.eps)
                 field = field * scale[None, :, None]
             out.append(field.reshape(n, mul * d))

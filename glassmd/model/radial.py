@@ -37,9 +37,12 @@ class BitDropout(nn.Module):
             return x
         if self.p != 0.5 or x.dim() != 2 or x.shape[1] > 30:
             return nn.functional.dropout(x, self.p, True)
-        draws = torch.randint(0, 1 << 30, (x.shape[0], 1), dtype=torch.int32, device=x.device)
-        keep = (draws >> self.shifts[: x.shape[1]]) & 1
+        keep = (self.draw(x.shape[0], x.device) >> self.shifts[: x.shape[1]]) & 1
         return x * keep.to(x.dtype) * 2.0
+
+    def draw(self, rows: int, device: torch.device) -> torch.Tensor:
+        """``[rows, 1]`` int32: one uniform 30-bit integer per row, whose bit ``c`` keeps column ``c``."""
+        return torch.randint(0, 1 << 30, (rows, 1), dtype=torch.int32, device=device)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
@@ -96,7 +99,7 @@ class RadialMLP(nn.Module):
         if not self.training or not supported or first.out_features > 30 or radial.shape[0] < 2:
             return self.hidden(radial)
         drop = dropout.p == 0.5
-        draws = torch.randint(0, 1 << 30, (radial.shape[0], 1), dtype=torch.int32, device=radial.device)
+        draws = dropout.draw(radial.shape[0], radial.device)  # the masks BitDropout would draw
         assert norm.weight is not None and norm.bias is not None
         out, mean, var = torch.ops.glassmd.radial_hidden(
             radial, first.weight, first.bias, norm.weight, norm.bias, draws.view(-1), norm.eps, drop
