@@ -525,11 +525,12 @@ void FixGlassGNN::evaluate()
 
   const int nnodes = (int) node_atom.size();
   const int nedges = (int) senders.size();
-  // The ghost exchange between layers is skipped when no rank needs it (one rank, periodic images only).
+  // The layers run one at a time with ghost exchanges in between only if some rank has nodes that are
+  // other ranks' atoms (not with one rank, where every ghost is a periodic image of a local atom).
   int mine = nnodes > nlocal ? 1 : 0;
   int any = 0;
   MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, world);
-  ghost_nodes = any != 0;
+  const bool ghost_nodes = any != 0;
   const bool active = nnodes > 0;    // a rank without atoms still joins the communication
   int rc = 0;
   std::string message;

@@ -72,7 +72,6 @@ class FixGlassGNN : public Fix {
   std::vector<int> node_atom;     // node -> atom index (locals are nodes 0..nlocal-1)
   std::vector<int> atom_node;     // atom -> node or -1
   std::unordered_map<tagint, int> own_atom;  // tag -> index of this rank's own atom
-  bool ghost_nodes = true;        // some rank has nodes that are other ranks' atoms
   std::vector<int> node_types, senders, receivers;
   std::vector<double> edge_vec, node_features, readout_values;
 
