@@ -8,7 +8,14 @@ stage 1 held out for validation or test is trained on in stage 2.
 import sys
 from pathlib import Path
 
-from glassmd.train.dataset import SPLIT_NAMES, configuration_names, find_dump_files, make_split, write_split
+from glassmd.train.dataset import (
+    SPLIT_NAMES,
+    configuration_id,
+    configuration_names,
+    find_dump_files,
+    make_split,
+    write_split,
+)
 
 FRACTIONS = {"train": 0.75, "validation": 0.15, "test": 0.10}
 FOLDERS = [Path("data/ka-n1000-T0.6/labelled"), Path("data/ka-n1000-T0.6-s2/labelled")]
@@ -18,8 +25,9 @@ names = dict(zip(files, configuration_names(files)))
 combined = {name: [] for name in SPLIT_NAMES}
 for folder in FOLDERS:
     mine = [f for f in files if f.parent == folder]
-    bare = make_split([f"{f.name}#0" for f in mine], FRACTIONS, seed=0)
-    to_full = {f"{f.name}#0": f"{names[f]}#0" for f in mine}
+    # one configuration (frame 0) per file
+    bare = make_split([configuration_id(f.name, 0) for f in mine], FRACTIONS, seed=0)
+    to_full = {configuration_id(f.name, 0): configuration_id(names[f], 0) for f in mine}
     for part in SPLIT_NAMES:
         combined[part] += [to_full[cid] for cid in bare[part]]
 write_split(sys.argv[1], combined)
