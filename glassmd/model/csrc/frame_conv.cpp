@@ -469,29 +469,53 @@ int64_t edge_grain(int64_t n_edges) {
   return std::max<int64_t>(256, n_edges / std::max(1, at::get_num_threads()) + 1);
 }
 
+// The products of the forward mix packed for its inner loop: per entry (in Plan::entries order) the offsets of
+// its rotated-input row and radial-weight row in a lane-major block (elements, int32) and its C mixing
+// coefficients side by side. Read through Plan::entries, each product also cost two index loads, two shifts, an
+// offset add and four coefficient loads K apart next to its 10 vector operations; packed, a forward at N = 4096
+// is 4-5% faster (A/B of the two builds, alternating runs: benchmarks/RESULTS.md, session 6).
+template <typename T, int L>
+struct MixTable {
+  std::vector<int32_t> offsets;  // per entry: src * L, wcol * L
+  std::vector<T> coef;           // per entry: M[m][c][k] for c < C
+  MixTable(const Plan& p, const T* mix) : offsets(2 * p.entries.size()), coef(p.entries.size() * p.channels) {
+    for (const OutBlock& ob : p.blocks)
+      for (int64_t q = ob.entry_begin.front(); q < ob.entry_begin.back(); ++q) {
+        const Entry& en = p.entries[q];
+        offsets[2 * q] = static_cast<int32_t>(en.src * L);
+        offsets[2 * q + 1] = static_cast<int32_t>(en.wcol * L);
+        for (int64_t c = 0; c < p.channels; ++c) coef[q * p.channels + c] = mix[en.mix + c * ob.K];
+      }
+  }
+};
+
 // z_s[m][c] = sum over the non-zero products (m, k) of M[m][c][k] w[k] x'_s[src(m, k)], for one l_out block and
-// NS streams that share the radial weights (the two directions of a pair): each entry's indices, weights and
+// NS streams that share the radial weights (the two directions of a pair): each entry's offsets, weights and
 // mixing coefficients are loaded once for both. CC: the channel count when known at compile time (0: C).
 template <typename T, int L, int CC, int NS>
-inline void mix_block(const Plan& p, const OutBlock& ob, const T* wb, const T* const* xr, const T* mix, T* const* z,
+inline void mix_block(const OutBlock& ob, const MixTable<T, L>& table, const T* wb, const T* const* xr, T* const* z,
                       int64_t C) {
   constexpr int kMax = CC > 0 ? CC : 1;
+  const int32_t* offsets = table.offsets.data();
+  const T* coefs = table.coef.data();
+  // Locals, not xr[s] in the loop: GCC reloaded those pointers from the stack for every product.
+  const T* const xr0 = xr[0];
+  const T* const xr1 = xr[NS - 1];
   for (int64_t m = 0; m < ob.d; ++m) {
+    const int64_t q0 = ob.entry_begin[m], q1 = ob.entry_begin[m + 1];
     if (CC > 0) {
       T acc[NS][kMax][L] = {};
-      for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
-        const Entry& en = p.entries[q];
-        const T* wv = wb + en.wcol * L;
+      for (int64_t q = q0; q < q1; ++q) {
+        const T* wv = wb + offsets[2 * q + 1];
+        const T* cf = coefs + q * kMax;
         T t[NS][L];
         for (int s = 0; s < NS; ++s) {
-          const T* xv = xr[s] + en.src * L;
+          const T* xv = (s == 0 ? xr0 : xr1) + offsets[2 * q];
           GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[s][lane] = wv[lane] * xv[lane];
         }
-        for (int c = 0; c < kMax; ++c) {
-          const T coef = mix[en.mix + c * ob.K];
+        for (int c = 0; c < kMax; ++c)
           for (int s = 0; s < NS; ++s)
-            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[s][c][lane] += coef * t[s][lane];
-        }
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[s][c][lane] += cf[c] * t[s][lane];
       }
       for (int s = 0; s < NS; ++s)
         for (int c = 0; c < kMax; ++c)
@@ -499,17 +523,16 @@ inline void mix_block(const Plan& p, const OutBlock& ob, const T* wb, const T* c
       continue;
     }
     for (int s = 0; s < NS; ++s) std::fill(z[s] + m * C * L, z[s] + (m + 1) * C * L, T(0));
-    for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
-      const Entry& en = p.entries[q];
-      const T* wv = wb + en.wcol * L;
+    for (int64_t q = q0; q < q1; ++q) {
+      const T* wv = wb + offsets[2 * q + 1];
+      const T* cf = coefs + q * C;
       for (int s = 0; s < NS; ++s) {
         T t[L];
-        const T* xv = xr[s] + en.src * L;
+        const T* xv = xr[s] + offsets[2 * q];
         GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[lane] = wv[lane] * xv[lane];
         for (int64_t c = 0; c < C; ++c) {
-          const T coef = mix[en.mix + c * ob.K];
           T* zc = z[s] + (m * C + c) * L;
-          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) zc[lane] += coef * t[lane];
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) zc[lane] += cf[c] * t[lane];
         }
       }
     }
@@ -521,7 +544,7 @@ inline void mix_block(const Plan& p, const OutBlock& ob, const T* wb, const T* c
 // the senders, rotate into the edge frames, weight and mix, rotate back, add to the receivers' rows of acc_out.
 template <typename T, int L, int NS>
 void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* senders, const int64_t* const* receivers,
-                    int nb, const T* x, const T* mix, T* acc_out) {
+                    int nb, const T* x, const MixTable<T, L>& table, T* acc_out) {
   const int64_t C = p.channels;
   for (int s = 0; s < NS; ++s) blk.gather_senders(p, senders[s], nb, x, s);
   blk.template rotate_in<NS>(p);
@@ -531,10 +554,10 @@ void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* sende
   T* msg[2] = {blk.msg.data(), blk.msg2.data()};
   for (const OutBlock& ob : p.blocks) {
     switch (C) {  // the common channel counts keep the accumulators of one m in registers
-      case 2: mix_block<T, L, 2, NS>(p, ob, blk.wb.data(), xr, mix, z, C); break;
-      case 4: mix_block<T, L, 4, NS>(p, ob, blk.wb.data(), xr, mix, z, C); break;
-      case 8: mix_block<T, L, 8, NS>(p, ob, blk.wb.data(), xr, mix, z, C); break;
-      default: mix_block<T, L, 0, NS>(p, ob, blk.wb.data(), xr, mix, z, C);
+      case 2: mix_block<T, L, 2, NS>(ob, table, blk.wb.data(), xr, z, C); break;
+      case 4: mix_block<T, L, 4, NS>(ob, table, blk.wb.data(), xr, z, C); break;
+      case 8: mix_block<T, L, 8, NS>(ob, table, blk.wb.data(), xr, z, C); break;
+      default: mix_block<T, L, 0, NS>(ob, table, blk.wb.data(), xr, z, C);
     }
     // Back to the global frame, written in e3nn's (l_out, channel, m) layout.
     if (ob.lo == 0) {
@@ -609,6 +632,7 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
     if (!ok) bad_index = true;
     return ok;
   };
+  const MixTable<T, L> table(p, mix);
   ThreadSums<T> sums(out, n_nodes, p.dim_out, at::get_num_threads());
   at::parallel_for(0, n_work, grain, [&](int64_t w_begin, int64_t w_end) {
     T* acc_out = sums.mine();
@@ -625,7 +649,7 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
         if (!(in_range(senders[0], nb) && in_range(senders[1], nb) && in_range(receivers[0], nb) &&
               in_range(receivers[1], nb)))
           continue;
-        convolve_block<T, L, 2>(p, blk, senders, receivers, nb, x, mix, acc_out);
+        convolve_block<T, L, 2>(p, blk, senders, receivers, nb, x, table, acc_out);
       } else {
         const int64_t j0 = (w - 2 * pair_blocks) * L;
         const int nb = static_cast<int>(std::min<int64_t>(L, n_single - j0));
@@ -634,7 +658,7 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
         const int64_t* senders[1] = {sender + 2 * n_pairs + j0};
         const int64_t* receivers[1] = {receiver + 2 * n_pairs + j0};
         if (!(in_range(senders[0], nb) && in_range(receivers[0], nb))) continue;
-        convolve_block<T, L, 1>(p, blk, senders, receivers, nb, x, mix, acc_out);
+        convolve_block<T, L, 1>(p, blk, senders, receivers, nb, x, table, acc_out);
       }
     }
   });
