@@ -473,7 +473,7 @@ int64_t edge_grain(int64_t n_edges) {
 // its rotated-input row and radial-weight row in a lane-major block (elements, int32) and its C mixing
 // coefficients side by side. Read through Plan::entries, each product also cost two index loads, two shifts, an
 // offset add and four coefficient loads K apart next to its 10 vector operations; packed, a forward at N = 4096
-// is 4-5% faster (A/B of the two builds, alternating runs: benchmarks/RESULTS.md, session 6).
+// is 1-5% faster (A/B of the two builds in alternating runs: benchmarks/RESULTS.md, session 6).
 template <typename T, int L>
 struct MixTable {
   std::vector<int32_t> offsets;  // per entry: src * L, wcol * L
