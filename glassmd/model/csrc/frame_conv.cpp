@@ -498,7 +498,6 @@ inline void mix_block(const OutBlock& ob, const MixTable<T, L>& table, const T* 
   constexpr int kMax = CC > 0 ? CC : 1;
   const int32_t* offsets = table.offsets.data();
   const T* coefs = table.coef.data();
-  // Locals, not xr[s] in the loop: GCC reloaded those pointers from the stack for every product.
   const T* const xr0 = xr[0];
   const T* const xr1 = xr[NS - 1];
   for (int64_t m = 0; m < ob.d; ++m) {
