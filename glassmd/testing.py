@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from e3nn import o3
 
-__all__ = ["ka_configuration", "assert_equivariant"]
+__all__ = ["ka_configuration", "assert_equivariant", "results_per_thread_count"]
 
 
 def ka_configuration(n: int = 400, temperature: float = 0.6, steps: int = 2000, seed: int = 1):
@@ -88,3 +88,19 @@ def assert_equivariant(fn, edge_vec: torch.Tensor, irreps_out, tolerance: float 
         worst = max(worst, error)
     assert worst <= tolerance, f"not equivariant: relative error {worst:.3g} > tolerance {tolerance:.3g}"
     return worst
+
+
+def results_per_thread_count(run, thread_counts=(1, 2, 3)) -> list:
+    """``[run() for each torch thread count]``, the caller's thread count restored afterwards.
+
+    For checks that a parallel kernel gives the serial result: compare the entries with the first.
+    """
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            results.append(run())
+    finally:
+        torch.set_num_threads(previous)
+    return results

@@ -12,6 +12,7 @@ from glassmd.data.graph import periodic_graph
 from glassmd.model import GlassGNN, ModelConfig, count_parameters, export_model, load_model_file
 from glassmd.model.fast_conv import EdgeFrames, frame_dim
 from glassmd.model.fused_kernel import fused_kernel_available
+from glassmd.testing import results_per_thread_count
 
 FAST = ["fused", "frame"]
 
@@ -246,19 +247,16 @@ def test_fused_kernel_parallel_sums_match_serial():
     graph = random_configuration(300, torch.float64, seed=4)
     model = model_with_statistics(ModelConfig(layers=2), torch.float64, graph)
     _, types, edge_index, edge_vec = graph
-    previous = torch.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2, 3):
-            torch.set_num_threads(threads)
-            model.zero_grad()
-            model.train()
-            torch.manual_seed(0)
-            y = model(types, edge_index, edge_vec)
-            (y**2).sum().backward()
-            results.append((y.detach(), [p.grad.clone() for p in model.parameters()]))
-    finally:
-        torch.set_num_threads(previous)
+
+    def run():
+        model.zero_grad()
+        model.train()
+        torch.manual_seed(0)
+        y = model(types, edge_index, edge_vec)
+        (y**2).sum().backward()
+        return y.detach(), [p.grad.clone() for p in model.parameters()]
+
+    results = results_per_thread_count(run)
     y0, g0 = results[0]
     for y, g in results[1:]:
         assert torch.allclose(y, y0, rtol=0, atol=1e-12)

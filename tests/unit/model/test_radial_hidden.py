@@ -7,6 +7,7 @@ import torch
 
 from glassmd.model.fused_kernel import fused_kernel_available
 from glassmd.model.radial import RadialMLP
+from glassmd.testing import results_per_thread_count
 
 pytestmark = pytest.mark.skipif(not fused_kernel_available(), reason="compiled kernels not built")
 
@@ -53,18 +54,15 @@ def test_values_gradients_and_running_statistics_match_the_modules(dropout, dtyp
 def test_results_do_not_depend_on_the_thread_count():
     mlp = perturbed_mlp(0.5, torch.float32)
     basis = torch.rand(5000, 10)
-    previous = torch.get_num_threads()
-    results = []
-    try:
-        for threads in (1, 2, 3):
-            torch.set_num_threads(threads)
-            mlp.zero_grad()
-            torch.manual_seed(0)
-            h = mlp.fused_hidden(basis)
-            (h**2).sum().backward()
-            results.append([h.detach()] + [p.grad.clone() for p in list(mlp.parameters())[:4]])
-    finally:
-        torch.set_num_threads(previous)
+
+    def run():
+        mlp.zero_grad()
+        torch.manual_seed(0)
+        h = mlp.fused_hidden(basis)
+        (h**2).sum().backward()
+        return [h.detach()] + [p.grad.clone() for p in list(mlp.parameters())[:4]]
+
+    results = results_per_thread_count(run)
     for other in results[1:]:
         for a, b in zip(other, results[0]):
             assert torch.equal(a, b)
