@@ -22,7 +22,7 @@ matrix off its own ``o3.Linear`` weights at construction, so both implementation
 
 import copy
 import math
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import torch
 from torch import nn
@@ -115,18 +115,22 @@ class EdgeFrames(nn.Module):
 
         self.use_kernel = fused_kernel_available()
 
-    def forward(self, edge_vec: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The frames ``[E, dim]``; with ``out`` (an ``[E, dim]`` view, rows may be strided) written there."""
-        if self.use_kernel and edge_vec.device.type == "cpu" and not edge_vec.requires_grad:
-            if out is None:
-                return torch.ops.glassmd.edge_frames(edge_vec, self.alpha_coef, self.beta_coef, self.l_max)
-            torch.ops.glassmd.edge_frames_out(edge_vec, self.alpha_coef, self.beta_coef, self.l_max, out)
-            return out
-        frames = self.torch_forward(edge_vec)
-        if out is None:
-            return frames
-        out.copy_(frames)
-        return out
+    def forward(self, edge_vec: torch.Tensor) -> torch.Tensor:
+        """The frames ``[E, dim]``."""
+        if self._runs_kernel(edge_vec):
+            return torch.ops.glassmd.edge_frames(edge_vec, self.alpha_coef, self.beta_coef, self.l_max)
+        return self.torch_forward(edge_vec)
+
+    def rows(self, edge_vec: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """``[E, n + dim]``: each edge's row of ``prefix`` ``[E, n]`` followed by its frame, in one array (the
+        per-edge array of the fused kernels: radial basis and frames side by side)."""
+        if self._runs_kernel(edge_vec):
+            # model files exported before session 7 call glassmd::edge_frames_out, which the library keeps
+            return torch.ops.glassmd.edge_frame_rows(edge_vec, prefix, self.alpha_coef, self.beta_coef, self.l_max)
+        return torch.cat([prefix, self.torch_forward(edge_vec)], dim=1)
+
+    def _runs_kernel(self, edge_vec: torch.Tensor) -> bool:
+        return self.use_kernel and edge_vec.device.type == "cpu" and not edge_vec.requires_grad
 
     def torch_forward(self, edge_vec: torch.Tensor) -> torch.Tensor:
         """The frames in torch ops (any device, differentiable); the C++ kernel computes the same."""

@@ -188,11 +188,7 @@ class GlassGNN(nn.Module):
 
     def edge_frame_rows(self, edge_vec: torch.Tensor) -> torch.Tensor:
         """``[E, n_radial + frame_dim]``: radial basis and frames of each vector, in its own order."""
-        n_radial = self.edge_embedding.n_radial
-        features = edge_vec.new_empty((edge_vec.shape[0], n_radial + self.edge_frames.dim))
-        features[:, :n_radial] = self.edge_embedding.radial_basis(edge_vec)
-        self.edge_frames(edge_vec, features[:, n_radial:])
-        return features
+        return self.edge_frames.rows(edge_vec, self.edge_embedding.radial_basis(edge_vec))
 
     def pairs_edges(self, edge_vec: torch.Tensor) -> bool:
         """Whether :meth:`edge_inputs` pairs the edges (the fused evaluation kernel will run)."""

@@ -1,5 +1,5 @@
-// glassmd::edge_frames: the Wigner matrices D^l(R_e), l = 1..l_max, of every edge (EdgeFrames in
-// glassmd/model/fast_conv.py, which holds the torch formula and the constants).
+// glassmd::edge_frames (and edge_frame_rows): the Wigner matrices D^l(R_e), l = 1..l_max, of every edge
+// (EdgeFrames in glassmd/model/fast_conv.py, which holds the torch formula and the constants).
 //
 // D^l = A^l(alpha) B^l(beta), rotations about the polar axis and about x, whose entries are trigonometric
 // polynomials of one angle each. The torch formula contracts the outer product of both angles' harmonics
@@ -13,6 +13,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -22,6 +23,23 @@ namespace {
 
 using at::Tensor;
 using namespace glassmd_lanes;
+
+// A 64-byte-aligned copy of whole cache lines with non-temporal stores: the rows of a graph's edges (30 MB at
+// N = 4096) are read next by the first layer, long after they would have left the caches, so they need not be
+// read for ownership and kept there (-1.5% of a forward at N = 4096). False where this build or the alignment
+// does not allow it.
+inline bool stream_copy(void* dst, const void* src, size_t bytes) {
+#if defined(__AVX512F__)
+  if (bytes % 64 != 0 || reinterpret_cast<uintptr_t>(dst) % 64 != 0) return false;
+  const char* from = static_cast<const char*>(src);
+  char* to = static_cast<char*>(dst);
+  for (size_t o = 0; o < bytes; o += 64)
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(to + o), _mm512_loadu_si512(from + o));
+  return true;
+#else
+  return false;
+#endif
+}
 
 struct Term {
   int64_t entry, feature;
@@ -69,12 +87,20 @@ struct FramePlan {
   }
 };
 
+// The rows written are [prefix | frame], with `prefix` [n_edges, n_prefix] (contiguous; none if n_prefix = 0).
+// Where they are dense (out_stride = n_prefix + frame_dim) a block's 16 rows are one contiguous piece of `out`,
+// assembled in a tile and copied out whole. Written in place instead, 16 rows at a time (the strided `out` of
+// edge_frames_out), the frames of a block are 6 passes of masked stores over 16 rows, which cost three times
+// the arithmetic.
 template <typename T, int L>
-void frames_kernel(const T* vec, int64_t n_edges, const FramePlan& p, T* out, int64_t out_stride) {
+void frames_kernel(const T* vec, int64_t n_edges, const FramePlan& p, T* out, int64_t out_stride,
+                   const T* prefix = nullptr, int64_t n_prefix = 0) {
   const int64_t n_blocks = (n_edges + L - 1) / L;
   const int64_t F = p.dim, K = p.n_features;
   at::parallel_for(0, n_blocks, 64, [&](int64_t b0, int64_t b1) {
     std::vector<T> fa(K * L), fb(K * L), A(F * L), B(F * L), D(F * L);
+    const bool tiled = out_stride == n_prefix + F;  // dense rows
+    std::vector<T> tile(tiled ? L * out_stride : 0);
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t e0 = blk * L;
       const int nb = static_cast<int>(std::min<int64_t>(L, n_edges - e0));
@@ -146,12 +172,23 @@ void frames_kernel(const T* vec, int64_t n_edges, const FramePlan& p, T* out, in
         }
       }
       T* rows[L];
-      for (int lane = 0; lane < nb; ++lane) rows[lane] = out + (e0 + lane) * out_stride;
+      for (int lane = 0; lane < nb; ++lane)
+        rows[lane] = tiled ? tile.data() + lane * out_stride + n_prefix : out + (e0 + lane) * out_stride;
       if (!(nb == L && L == 16 && lanes_to_rows(D.data(), F, rows))) {
         for (int lane = 0; lane < nb; ++lane)
           for (int64_t f = 0; f < F; ++f) rows[lane][f] = D[f * L + lane];
       }
+      if (tiled) {
+        for (int lane = 0; lane < nb && n_prefix > 0; ++lane)
+          std::memcpy(tile.data() + lane * out_stride, prefix + (e0 + lane) * n_prefix, n_prefix * sizeof(T));
+        T* dst = out + e0 * out_stride;
+        const size_t bytes = nb * out_stride * sizeof(T);
+        if (!stream_copy(dst, tile.data(), bytes)) std::memcpy(dst, tile.data(), bytes);
+      }
     }
+#if defined(__AVX512F__)
+    if (tiled) _mm_sfence();  // the streamed rows are complete before the caller reads them
+#endif
   });
 }
 
@@ -182,15 +219,40 @@ Tensor edge_frames_cpu(const Tensor& edge_vec_in, const Tensor& alpha_coef, cons
   return out;
 }
 
+// [prefix | frames] rows of every edge, [E, n_prefix + frame_dim]: the per-edge array of the fused evaluation
+// (radial basis and frames side by side), written in one pass.
+Tensor edge_frame_rows_cpu(const Tensor& edge_vec_in, const Tensor& prefix_in, const Tensor& alpha_coef,
+                           const Tensor& beta_coef, int64_t l_max) {
+  TORCH_CHECK(edge_vec_in.device().is_cpu() && prefix_in.device().is_cpu(), "glassmd::edge_frame_rows runs on the CPU");
+  TORCH_CHECK(edge_vec_in.dim() == 2 && edge_vec_in.size(1) == 3, "edge_frame_rows: edge_vec must be [E, 3]");
+  TORCH_CHECK(prefix_in.dim() == 2 && prefix_in.size(0) == edge_vec_in.size(0) &&
+                  prefix_in.scalar_type() == edge_vec_in.scalar_type(),
+              "edge_frame_rows: prefix must be [E, n] of the edges' dtype");
+  const Tensor edge_vec = edge_vec_in.contiguous(), prefix = prefix_in.contiguous();
+  FramePlan plan(alpha_coef, beta_coef, l_max);
+  const int64_t n_prefix = prefix.size(1), width = n_prefix + plan.dim;
+  Tensor out = at::empty({edge_vec.size(0), width}, edge_vec.options());
+  if (edge_vec.size(0) == 0) return out;
+  if (plan.dim == 0) return out.copy_(prefix);
+  AT_DISPATCH_FLOATING_TYPES(edge_vec.scalar_type(), "glassmd_edge_frame_rows", [&] {
+    constexpr int L = 64 / sizeof(scalar_t);
+    frames_kernel<scalar_t, L>(edge_vec.data_ptr<scalar_t>(), edge_vec.size(0), plan, out.data_ptr<scalar_t>(), width,
+                               prefix.data_ptr<scalar_t>(), n_prefix);
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(glassmd, m) {
+  m.def("edge_frame_rows(Tensor edge_vec, Tensor prefix, Tensor alpha_coef, Tensor beta_coef, int l_max) -> Tensor");
   m.def("edge_frames(Tensor edge_vec, Tensor alpha_coef, Tensor beta_coef, int l_max) -> Tensor");
   // The same into a given array; declared as writing it, so TorchScript keeps the call.
   m.def("edge_frames_out(Tensor edge_vec, Tensor alpha_coef, Tensor beta_coef, int l_max, Tensor(a!) out) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(glassmd, CPU, m) {
+  m.impl("edge_frame_rows", &edge_frame_rows_cpu);
   m.impl("edge_frames", [](const Tensor& v, const Tensor& a, const Tensor& b, int64_t l_max) {
     return edge_frames_cpu(v, a, b, l_max, std::nullopt);
   });

@@ -123,8 +123,8 @@ def test_paired_edges_outside_the_fused_evaluation_are_an_error():
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-6), (torch.float64, 1e-13)])
 def test_frames_kernel_matches_the_torch_formula(dtype, tol):
-    """glassmd::edge_frames (C++) against EdgeFrames.torch_forward, including edges along the polar axis and
-    a partial block of lanes."""
+    """glassmd::edge_frames, edge_frame_rows and edge_frames_out (C++) against EdgeFrames.torch_forward,
+    including edges along the polar axis and partial blocks of lanes."""
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -135,5 +135,21 @@ def test_frames_kernel_matches_the_torch_formula(dtype, tol):
     v[3] = torch.tensor([0.0, 1.7, 0.0])
     v[4] = torch.tensor([0.0, -0.3, 0.0])
     assert frames.use_kernel
-    torch.testing.assert_close(frames(v), frames.torch_forward(v), atol=tol, rtol=0)
+    expected = frames.torch_forward(v)
+    torch.testing.assert_close(frames(v), expected, atol=tol, rtol=0)
     assert frames(v[:0]).shape == (0, frames.dim)
+
+    # [prefix | frame] rows (the fused evaluation's per-edge array), for whole and partial blocks of 16 edges
+    prefix = torch.randn(37, 10, dtype=dtype, generator=torch.Generator().manual_seed(6))
+    for n in (37, 32, 16, 5):
+        rows = frames.rows(v[:n], prefix[:n])
+        assert rows.shape == (n, 10 + frames.dim)
+        assert torch.equal(rows[:, :10], prefix[:n])
+        torch.testing.assert_close(rows[:, 10:], expected[:n], atol=tol, rtol=0)
+    assert frames.rows(v[:0], prefix[:0]).shape == (0, 10 + frames.dim)
+
+    # glassmd::edge_frames_out, which model files exported before edge_frame_rows call, into a strided view
+    out = torch.zeros(37, 10 + frames.dim, dtype=dtype)
+    torch.ops.glassmd.edge_frames_out(v, frames.alpha_coef, frames.beta_coef, 3, out[:, 10:])
+    torch.testing.assert_close(out[:, 10:], expected, atol=tol, rtol=0)
+    assert not out[:, :10].any()
