@@ -201,6 +201,10 @@ class LayerwiseEvaluator:
         """
         import torch
 
+        # The previous graph's arrays (30 MB of edge features at N = 4096) go first, so that the allocator hands
+        # their memory to the new ones: two alive at once made it map fresh pages every few evaluations, and
+        # faulting them in cost 20 ms.
+        self._graph = None
         with self._context():
             # torch.tensor copies: the inputs are read-only views of LAMMPS memory.
             types_t = torch.tensor(np.asarray(types), dtype=torch.int64, device=self.device)
