@@ -125,7 +125,7 @@ class EdgeFrames(nn.Module):
         """``[E, n + dim]``: each edge's row of ``prefix`` ``[E, n]`` followed by its frame, in one array (the
         per-edge array of the fused kernels: radial basis and frames side by side)."""
         if self._runs_kernel(edge_vec):
-            # model files exported before session 7 call glassmd::edge_frames_out, which the library keeps
+            # model files exported by earlier glassmd versions call glassmd::edge_frames_out, which stays registered
             return torch.ops.glassmd.edge_frame_rows(edge_vec, prefix, self.alpha_coef, self.beta_coef, self.l_max)
         return torch.cat([prefix, self.torch_forward(edge_vec)], dim=1)
 
