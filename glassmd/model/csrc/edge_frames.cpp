@@ -247,7 +247,8 @@ Tensor edge_frame_rows_cpu(const Tensor& edge_vec_in, const Tensor& prefix_in, c
 TORCH_LIBRARY_FRAGMENT(glassmd, m) {
   m.def("edge_frame_rows(Tensor edge_vec, Tensor prefix, Tensor alpha_coef, Tensor beta_coef, int l_max) -> Tensor");
   m.def("edge_frames(Tensor edge_vec, Tensor alpha_coef, Tensor beta_coef, int l_max) -> Tensor");
-  // The same into a given array; declared as writing it, so TorchScript keeps the call.
+  // The same into a given array; declared as writing it, so TorchScript keeps the call. Model files exported
+  // before edge_frame_rows call it.
   m.def("edge_frames_out(Tensor edge_vec, Tensor alpha_coef, Tensor beta_coef, int l_max, Tensor(a!) out) -> ()");
 }
 
