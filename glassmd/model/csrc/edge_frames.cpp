@@ -14,7 +14,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <optional>
 #include <vector>
 
 #include "lanes.h"
@@ -192,54 +191,52 @@ void frames_kernel(const T* vec, int64_t n_edges, const FramePlan& p, T* out, in
   });
 }
 
-// With `out` (an [E, frame_dim] array whose rows may be strided, e.g. columns of a wider array), the frames
-// are written there: the caller keeps radial features and frames in one array without a copy.
-Tensor edge_frames_cpu(const Tensor& edge_vec_in, const Tensor& alpha_coef, const Tensor& beta_coef, int64_t l_max,
-                       const std::optional<Tensor>& out_in) {
-  TORCH_CHECK(edge_vec_in.device().is_cpu(), "glassmd::edge_frames runs on the CPU");
-  TORCH_CHECK(edge_vec_in.dim() == 2 && edge_vec_in.size(1) == 3, "edge_frames: edge_vec must be [E, 3]");
-  const Tensor edge_vec = edge_vec_in.contiguous();
+// The [E, 3] edge vectors of a call to `op`, contiguous.
+Tensor checked_edge_vec(const Tensor& edge_vec, const char* op) {
+  TORCH_CHECK(edge_vec.device().is_cpu(), "glassmd::", op, " runs on the CPU");
+  TORCH_CHECK(edge_vec.dim() == 2 && edge_vec.size(1) == 3, op, ": edge_vec must be [E, 3]");
+  return edge_vec.contiguous();
+}
+
+template <typename T>
+void run_frames_kernel(const Tensor& edge_vec, const FramePlan& plan, Tensor& out, const T* prefix, int64_t n_prefix) {
+  constexpr int L = 64 / sizeof(T);
+  frames_kernel<T, L>(edge_vec.data_ptr<T>(), edge_vec.size(0), plan, out.data_ptr<T>(), out.stride(0), prefix,
+                      n_prefix);
+}
+
+// [prefix | frames] rows of every edge, [E, n_prefix + frame_dim]: the per-edge array of the fused evaluation
+// (radial basis and frames side by side), written in one pass; with an [E, 0] prefix, the frames alone.
+Tensor edge_frame_rows_cpu(const Tensor& edge_vec_in, const Tensor& prefix_in, const Tensor& alpha_coef,
+                           const Tensor& beta_coef, int64_t l_max, const char* op = "edge_frame_rows") {
+  const Tensor edge_vec = checked_edge_vec(edge_vec_in, op);
+  TORCH_CHECK(prefix_in.device().is_cpu() && prefix_in.dim() == 2 && prefix_in.size(0) == edge_vec.size(0) &&
+                  prefix_in.scalar_type() == edge_vec.scalar_type(),
+              op, ": prefix must be [E, n] of the edges' dtype");
+  const Tensor prefix = prefix_in.contiguous();
   FramePlan plan(alpha_coef, beta_coef, l_max);
-  Tensor out;
-  if (out_in.has_value() && out_in->defined()) {
-    out = *out_in;
-    TORCH_CHECK(out.dim() == 2 && out.size(0) == edge_vec.size(0) && out.size(1) == plan.dim &&
-                    out.scalar_type() == edge_vec.scalar_type() && out.device().is_cpu() &&
-                    (out.size(1) <= 1 || out.stride(1) == 1),
-                "edge_frames: out must be [E, frame_dim] of the edges' dtype with contiguous rows");
-  } else {
-    out = at::empty({edge_vec.size(0), plan.dim}, edge_vec.options());
-  }
-  if (edge_vec.size(0) == 0 || plan.dim == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES(edge_vec.scalar_type(), "glassmd_edge_frames", [&] {
-    constexpr int L = 64 / sizeof(scalar_t);
-    frames_kernel<scalar_t, L>(edge_vec.data_ptr<scalar_t>(), edge_vec.size(0), plan, out.data_ptr<scalar_t>(),
-                               out.stride(0));
+  Tensor out = at::empty({edge_vec.size(0), prefix.size(1) + plan.dim}, edge_vec.options());
+  if (edge_vec.size(0) == 0) return out;
+  if (plan.dim == 0) return out.copy_(prefix);
+  AT_DISPATCH_FLOATING_TYPES(edge_vec.scalar_type(), "glassmd_edge_frame_rows", [&] {
+    run_frames_kernel<scalar_t>(edge_vec, plan, out, prefix.data_ptr<scalar_t>(), prefix.size(1));
   });
   return out;
 }
 
-// [prefix | frames] rows of every edge, [E, n_prefix + frame_dim]: the per-edge array of the fused evaluation
-// (radial basis and frames side by side), written in one pass.
-Tensor edge_frame_rows_cpu(const Tensor& edge_vec_in, const Tensor& prefix_in, const Tensor& alpha_coef,
-                           const Tensor& beta_coef, int64_t l_max) {
-  TORCH_CHECK(edge_vec_in.device().is_cpu() && prefix_in.device().is_cpu(), "glassmd::edge_frame_rows runs on the CPU");
-  TORCH_CHECK(edge_vec_in.dim() == 2 && edge_vec_in.size(1) == 3, "edge_frame_rows: edge_vec must be [E, 3]");
-  TORCH_CHECK(prefix_in.dim() == 2 && prefix_in.size(0) == edge_vec_in.size(0) &&
-                  prefix_in.scalar_type() == edge_vec_in.scalar_type(),
-              "edge_frame_rows: prefix must be [E, n] of the edges' dtype");
-  const Tensor edge_vec = edge_vec_in.contiguous(), prefix = prefix_in.contiguous();
+// The frames written into `out`, an [E, frame_dim] array whose rows may be strided (columns of a wider array).
+void edge_frames_out_cpu(const Tensor& edge_vec_in, const Tensor& alpha_coef, const Tensor& beta_coef, int64_t l_max,
+                         Tensor out) {
+  const Tensor edge_vec = checked_edge_vec(edge_vec_in, "edge_frames_out");
   FramePlan plan(alpha_coef, beta_coef, l_max);
-  const int64_t n_prefix = prefix.size(1), width = n_prefix + plan.dim;
-  Tensor out = at::empty({edge_vec.size(0), width}, edge_vec.options());
-  if (edge_vec.size(0) == 0) return out;
-  if (plan.dim == 0) return out.copy_(prefix);
-  AT_DISPATCH_FLOATING_TYPES(edge_vec.scalar_type(), "glassmd_edge_frame_rows", [&] {
-    constexpr int L = 64 / sizeof(scalar_t);
-    frames_kernel<scalar_t, L>(edge_vec.data_ptr<scalar_t>(), edge_vec.size(0), plan, out.data_ptr<scalar_t>(), width,
-                               prefix.data_ptr<scalar_t>(), n_prefix);
+  TORCH_CHECK(out.dim() == 2 && out.size(0) == edge_vec.size(0) && out.size(1) == plan.dim &&
+                  out.scalar_type() == edge_vec.scalar_type() && out.device().is_cpu() &&
+                  (out.size(1) <= 1 || out.stride(1) == 1),
+              "edge_frames_out: out must be [E, frame_dim] of the edges' dtype with contiguous rows");
+  if (edge_vec.size(0) == 0 || plan.dim == 0) return;
+  AT_DISPATCH_FLOATING_TYPES(edge_vec.scalar_type(), "glassmd_edge_frames_out", [&] {
+    run_frames_kernel<scalar_t>(edge_vec, plan, out, nullptr, 0);
   });
-  return out;
 }
 
 }  // namespace
@@ -253,11 +250,11 @@ TORCH_LIBRARY_FRAGMENT(glassmd, m) {
 }
 
 TORCH_LIBRARY_IMPL(glassmd, CPU, m) {
-  m.impl("edge_frame_rows", &edge_frame_rows_cpu);
+  m.impl("edge_frame_rows", [](const Tensor& v, const Tensor& prefix, const Tensor& a, const Tensor& b, int64_t l_max) {
+    return edge_frame_rows_cpu(v, prefix, a, b, l_max);
+  });
   m.impl("edge_frames", [](const Tensor& v, const Tensor& a, const Tensor& b, int64_t l_max) {
-    return edge_frames_cpu(v, a, b, l_max, std::nullopt);
+    return edge_frame_rows_cpu(v, v.new_empty({v.dim() == 2 ? v.size(0) : 0, 0}), a, b, l_max, "edge_frames");
   });
-  m.impl("edge_frames_out", [](const Tensor& v, const Tensor& a, const Tensor& b, int64_t l_max, Tensor out) {
-    edge_frames_cpu(v, a, b, l_max, out);
-  });
+  m.impl("edge_frames_out", &edge_frames_out_cpu);
 }
