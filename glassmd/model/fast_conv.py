@@ -369,8 +369,13 @@ class FrameConvKernel(nn.Module):
         mix_weight: torch.Tensor,
     ) -> torch.Tensor:
         """The whole convolution, including the last layer of the radial MLP, by the fused C++ kernel
-        ``glassmd::frame_conv`` (CPU; see ``csrc/``)."""
-        return torch.ops.glassmd.frame_conv(
+        ``glassmd::frame_conv_factored`` (CPU; see ``csrc/``). It is given the mixing matrices as their factors
+        (:meth:`mix_matrices`), so that its backward sums the gradient of ``mix_weight`` directly: one sum per
+        weight, not one per product of the matrices.
+
+        (Model files exported before it existed call ``glassmd::frame_conv``, with the matrices themselves,
+        which stays registered.)"""
+        return torch.ops.glassmd.frame_conv_factored(
             x,
             edge_index,
             radial_hidden,
@@ -378,7 +383,9 @@ class FrameConvKernel(nn.Module):
             radial_bias,
             radial_output_relu,
             edge_frame,
-            self.mix_matrices(mix_weight),
+            mix_weight,
+            self.mix_index,
+            self.mix_coef,
             self.rot_in_table,
             self.lo_meta_table,
             self.src_index,

@@ -768,26 +768,173 @@ bool hidden_grad_in_registers(const Plan& p, const Radial<T>& r, T* gw, const T*
   return false;
 }
 
+// The mixing matrices as products M[m][c][k] = a[m][k] W[k][c] (W: the o3.Linear weight of one path output, a:
+// its Clebsch-Gordan constant in the edge frame times the path weight). The backward sums the parameter gradient
+// per group (one row W[k], all the m it feeds): sum_m a[m][k] gz[m][c] x'[src(m, k)] is formed in registers
+// and one accumulator per (k, c) takes it, where the gradient of M itself needs one per product (m, k, c).
+// With 4 channels that is 36 KB of per-lane accumulators instead of 115 KB (L1 instead of L2), and the
+// radial-weight gradient of the group, sum_c W[k][c] y[c], comes out of the same sums. Given M alone
+// (glassmd::frame_conv) every product is its own group with a = 1.
+template <typename T>
+struct MixGroups {
+  int64_t C = 0;
+  std::vector<int64_t> block_begin;   // per OutBlock: its first group; back(): the group count
+  std::vector<int64_t> member_begin;  // per group: its first member (a product m, k); back(): the member count
+  std::vector<int32_t> wcol;          // per group: its radial-weight column
+  std::vector<T> w;                   // per group: W[k][c], c < C
+  std::vector<int64_t> target;        // per group: the element of the gradient output that (k, c) sums into
+  std::vector<int32_t> gz_row, src;   // per member: m * C (its row of gz) and its rotated-input row
+  std::vector<T> a, a_w;              // per member: a[m][k], and a[m][k] W[k][c] for c < C
+
+  int64_t groups() const { return static_cast<int64_t>(wcol.size()); }
+
+  void add_member(int64_t m, const Entry& en, T a_q) {
+    gz_row.push_back(static_cast<int32_t>(m * C));
+    src.push_back(static_cast<int32_t>(en.src));
+    a.push_back(a_q);
+    for (int64_t c = 0; c < C; ++c) a_w.push_back(a_q * w[(groups() - 1) * C + c]);
+  }
+  void open_group(const Entry& en, const T* w_row, const int64_t* targets) {
+    member_begin.push_back(static_cast<int64_t>(a.size()));
+    wcol.push_back(static_cast<int32_t>(en.wcol));
+    for (int64_t c = 0; c < C; ++c) {
+      w.push_back(w_row[c]);
+      target.push_back(targets[c]);
+    }
+  }
+  void close() { member_begin.push_back(static_cast<int64_t>(a.size())); }
+};
+
+// Every product its own group (a = 1, W[k][c] = M[m][c][k]): the gradient of the mixing matrices M.
+template <typename T>
+MixGroups<T> product_groups(const Plan& p, const T* mix) {
+  MixGroups<T> g;
+  g.C = p.channels;
+  std::vector<T> row(p.channels);
+  std::vector<int64_t> targets(p.channels);
+  for (const OutBlock& ob : p.blocks) {
+    g.block_begin.push_back(g.groups());
+    for (int64_t m = 0; m < ob.d; ++m)
+      for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
+        const Entry& en = p.entries[q];
+        for (int64_t c = 0; c < p.channels; ++c) {
+          targets[c] = en.mix + c * ob.K;
+          row[c] = mix[targets[c]];
+        }
+        g.open_group(en, row.data(), targets.data());
+        g.add_member(m, en, T(1));
+      }
+  }
+  g.block_begin.push_back(g.groups());
+  g.close();
+  return g;
+}
+
+// The groups of M = weight[index] * coef (FrameConvKernel.mix_matrices): the gradient of `weight`. Fails if
+// M is not of the product form (the index of (m, c, k) must not depend on m, nor the constant on c).
+template <typename T>
+MixGroups<T> weight_groups(const Plan& p, const T* weight, int64_t weight_numel, const int64_t* index, const T* coef) {
+  MixGroups<T> g;
+  const int64_t C = p.channels;
+  g.C = C;
+  std::vector<T> row(C);
+  std::vector<int64_t> targets(C);
+  for (const OutBlock& ob : p.blocks) {
+    g.block_begin.push_back(g.groups());
+    for (int64_t k = 0; k < ob.K; ++k) {
+      bool opened = false;
+      for (int64_t m = 0; m < ob.d; ++m)
+        for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
+          const Entry& en = p.entries[q];
+          if ((en.mix - ob.mix_off) % (C * ob.K) != k) continue;
+          const T a_q = coef[en.mix];
+          for (int64_t c = 0; c < C; ++c) {
+            const int64_t i = index[en.mix + c * ob.K];
+            TORCH_CHECK(i >= 0 && i < weight_numel, "frame_conv_factored: mix_index out of range");
+            TORCH_CHECK(coef[en.mix + c * ob.K] == a_q && (!opened || (i == targets[c] && en.wcol == g.wcol.back())),
+                        "frame_conv_factored: the mixing matrices are not products a[m][k] W[k][c]");
+            targets[c] = i;
+            row[c] = weight[i];
+          }
+          if (!opened) g.open_group(en, row.data(), targets.data());
+          opened = true;
+          g.add_member(m, en, a_q);
+        }
+    }
+  }
+  g.block_begin.push_back(g.groups());
+  g.close();
+  return g;
+}
+
+// The gradients that flow through the mix of one l_out block for the groups [g0, g1): into the rotated inputs
+// (gxr), the radial weights (gw) and the per-lane parameter accumulators (gacc, [groups][C][L]). CC: the
+// channel count when known at compile time (the sums y[c] then stay in registers); 0: C, with y in `scratch`.
+template <typename T, int L, int CC>
+inline void mix_grads(const MixGroups<T>& mg, int64_t g0, int64_t g1, const T* gz, const T* wb, const T* xr, T* gw,
+                      T* gxr, T* gacc, T* scratch) {
+  constexpr int kC = CC > 0 ? CC : 1;
+  const int64_t C = CC > 0 ? CC : mg.C;
+  for (int64_t g = g0; g < g1; ++g) {
+    T y_reg[kC][L] = {};
+    T* y = CC > 0 ? &y_reg[0][0] : scratch;
+    if (CC == 0) std::fill(y, y + C * L, T(0));
+    const int64_t wc = mg.wcol[g] * L;
+    const T* wv = wb + wc;
+    for (int64_t q = mg.member_begin[g]; q < mg.member_begin[g + 1]; ++q) {
+      const T* xv = xr + mg.src[q] * L;
+      const T* gzm = gz + mg.gz_row[q] * L;
+      const T* aw = mg.a_w.data() + q * C;
+      const T a_q = mg.a[q];
+      T ax[L], s[L] = {};
+      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) ax[lane] = a_q * xv[lane];
+      for (int64_t c = 0; c < C; ++c) {
+        const T* gc = gzm + c * L;
+        T* yc = CC > 0 ? y_reg[c] : y + c * L;
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
+          s[lane] += aw[c] * gc[lane];
+          yc[lane] += ax[lane] * gc[lane];
+        }
+      }
+      T* gxv = gxr + mg.src[q] * L;
+      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) gxv[lane] += s[lane] * wv[lane];
+    }
+    // (The sum over c in registers first: written as gw += W y per channel, the compiler cannot tell gw from
+    // gacc and chains four stores and reloads of one row, 12% of the backward.)
+    const T* wk = mg.w.data() + g * C;
+    T t[L] = {};
+    for (int64_t c = 0; c < C; ++c) {
+      const T* yc = CC > 0 ? y_reg[c] : y + c * L;
+      T* acc = gacc + (g * C + c) * L;
+      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
+        t[lane] += wk[c] * yc[lane];
+        acc[lane] += wv[lane] * yc[lane];
+      }
+    }
+    T* gwv = gw + wc;
+    GLASSMD_LANES for (int lane = 0; lane < L; ++lane) gwv[lane] += t[lane];
+  }
+}
+
 template <typename T, int L>
 void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nodes, const int64_t* sender,
                      const int64_t* receiver, int64_t n_edges, const Strided<T>& hidden, const Radial<T>& radial,
-                     const Strided<T>& frame, const T* mix, T* grad_x, T* grad_hidden, T* grad_radial_weight,
-                     T* grad_radial_bias, T* grad_mix, int64_t mix_numel) {
+                     const Strided<T>& frame, const MixGroups<T>& groups, T* grad_x, T* grad_hidden,
+                     T* grad_radial_weight, T* grad_radial_bias, T* grad_mix, int64_t grad_mix_numel) {
   const int64_t H = radial.hidden;
   const int64_t C = p.channels;
-  const int64_t n_entries = static_cast<int64_t>(p.entries.size());
   int64_t max_d = 1;
   for (const auto& b : p.blocks) max_d = std::max(max_d, b.d);
   const int n_threads = std::max(1, at::get_num_threads());
-  // Parameter gradients summed per thread: the mixing entries (per channel), then W, then b of the radial layer.
-  const int64_t n_mix = n_entries * C, n_param = n_mix + p.n_w * H + p.n_w;
+  // Parameter gradients summed per thread: the mix groups (per channel), then W, then b of the radial layer.
+  const int64_t n_mix = groups.groups() * C, n_param = n_mix + p.n_w * H + p.n_w;
   std::vector<std::vector<T>> param_grad_per_thread(n_threads);
   ThreadSums<T> grad_x_sums(grad_x, n_nodes, p.dim_in, n_threads);
   at::parallel_for(0, n_edges, edge_grain(n_edges), [&](int64_t e_begin, int64_t e_end) {
     T* gx_acc = grad_x_sums.mine();
     Block<T, L> blk(p, max_d * C, H);
     std::vector<T> go(p.dim_out * L), gz(max_d * C * L), gxr(p.dim_in * L), gw(p.n_w * L), pre(p.n_w * L);
-    std::vector<T> ghid(H * L);
+    std::vector<T> ghid(H * L), y_scratch(C * L);
     std::vector<T> gparam(n_param * L, T(0));  // per lane: reduced at the end
     T* gmix = gparam.data();
     T* grad_W = gmix + n_mix * L;
@@ -833,30 +980,16 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
             GLASSMD_LANES for (int lane = 0; lane < L; ++lane) g[lane] = acc[lane];
           }
         }
-        for (int64_t m = 0; m < ob.d; ++m) {
-          const T* gm = gz.data() + m * C * L;
-          for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
-            const Entry& en = p.entries[q];
-            const T* wv = blk.wb.data() + en.wcol * L;
-            const T* xv = blk.xr.data() + en.src * L;
-            T t[L], gt[L] = {};
-            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[lane] = wv[lane] * xv[lane];
-            for (int64_t c = 0; c < C; ++c) {
-              const T coef = mix[en.mix + c * ob.K];
-              const T* gc = gm + c * L;
-              T* acc = gmix + (q * C + c) * L;
-              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
-                gt[lane] += coef * gc[lane];
-                acc[lane] += gc[lane] * t[lane];
-              }
-            }
-            T* gwv = gw.data() + en.wcol * L;
-            T* gxv = gxr.data() + en.src * L;
-            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
-              gwv[lane] += gt[lane] * xv[lane];
-              gxv[lane] += gt[lane] * wv[lane];
-            }
-          }
+        const int64_t ob_index = &ob - p.blocks.data();
+        const int64_t g0 = groups.block_begin[ob_index], g1 = groups.block_begin[ob_index + 1];
+        const T* wb = blk.wb.data();
+        const T* xr = blk.xr.data();
+        switch (C) {
+          case 2: mix_grads<T, L, 2>(groups, g0, g1, gz.data(), wb, xr, gw.data(), gxr.data(), gmix, nullptr); break;
+          case 4: mix_grads<T, L, 4>(groups, g0, g1, gz.data(), wb, xr, gw.data(), gxr.data(), gmix, nullptr); break;
+          case 8: mix_grads<T, L, 8>(groups, g0, g1, gz.data(), wb, xr, gw.data(), gxr.data(), gmix, nullptr); break;
+          default:
+            mix_grads<T, L, 0>(groups, g0, g1, gz.data(), wb, xr, gw.data(), gxr.data(), gmix, y_scratch.data());
         }
       }
       // Rotated-input gradient back to the sender's frame: gx[u][b] = sum_a D[b][a] gxr[u][a].
@@ -906,12 +1039,12 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
       T* ghrows[L];
       for (int lane = 0; lane < nb; ++lane) {
         gxrows[lane] = gx_acc + sender[b0 + lane] * p.dim_in;
-        ghrows[lane] = grad_hidden + (b0 + lane) * H;  // zero-initialised
+        ghrows[lane] = grad_hidden + (b0 + lane) * H;  // each edge's own row: written once, not summed
       }
-      if (!(nb == L && L == 16 && add_lanes_to_rows(gxs, p.dim_in, gxrows) && add_lanes_to_rows(gh, H, ghrows))) {
+      if (!(nb == L && L == 16 && add_lanes_to_rows(gxs, p.dim_in, gxrows) && lanes_to_rows(gh, H, ghrows))) {
         for (int lane = 0; lane < nb; ++lane) {
           for (int64_t f = 0; f < p.dim_in; ++f) gxrows[lane][f] += gxs[f * L + lane];
-          for (int64_t h = 0; h < H; ++h) ghrows[lane][h] += gh[h * L + lane];
+          for (int64_t h = 0; h < H; ++h) ghrows[lane][h] = gh[h * L + lane];
         }
       }
     }
@@ -929,16 +1062,14 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
     }
   });
   grad_x_sums.reduce();
-  std::fill(grad_mix, grad_mix + mix_numel, T(0));
+  std::fill(grad_mix, grad_mix + grad_mix_numel, T(0));
   std::fill(grad_radial_weight, grad_radial_weight + p.n_w * H, T(0));
   std::fill(grad_radial_bias, grad_radial_bias + p.n_w, T(0));
   for (const auto& part : param_grad_per_thread) {
     if (part.empty()) continue;
     for (int64_t i = 0; i < p.n_w * H; ++i) grad_radial_weight[i] += part[n_mix + i];
     for (int64_t i = 0; i < p.n_w; ++i) grad_radial_bias[i] += part[n_mix + p.n_w * H + i];
-    for (const OutBlock& ob : p.blocks)
-      for (int64_t q = ob.entry_begin[0]; q < ob.entry_begin[ob.d]; ++q)
-        for (int64_t c = 0; c < C; ++c) grad_mix[p.entries[q].mix + c * ob.K] += part[q * C + c];
+    for (int64_t i = 0; i < n_mix; ++i) grad_mix[groups.target[i]] += part[i];
   }
 }
 
@@ -954,6 +1085,8 @@ struct Call {
   Plan plan;
   Tensor first_weight, first_bias;  // defined for frame_conv_eval: `hidden` is then the radial basis
   Tensor reverse_flip;              // frame_conv_eval with paired edges (see forward_kernel)
+  // frame_conv_factored: mix = mix_weight[mix_index] * mix_coef, and gradients go to mix_weight (MixGroups)
+  Tensor mix_weight, mix_index, mix_coef;
   int64_t n_pairs = 0;
 
   Call(const Tensor& x_in, const Tensor& edge_index_in, const Tensor& hidden_in, const Tensor& w_in,
@@ -1042,18 +1175,23 @@ std::vector<Tensor> backward_cpu(const Tensor& grad_out_in, const Call& a) {
   check_edge_range(a.edge_index, a.x.size(0));
   auto grad_out = grad_out_in.contiguous();
   auto grad_x = at::zeros_like(a.x);
-  auto grad_hidden = at::zeros({a.n_edges(), a.hidden.size(1)}, a.hidden.options());
+  auto grad_hidden = at::empty({a.n_edges(), a.hidden.size(1)}, a.hidden.options());  // every row written
   auto grad_w = at::empty_like(a.radial_weight);
   auto grad_b = at::empty_like(a.radial_bias);
-  auto grad_mix = at::empty_like(a.mix);
+  const bool factored = a.mix_weight.defined();
+  auto grad_mix = at::empty_like(factored ? a.mix_weight : a.mix);
   AT_DISPATCH_FLOATING_TYPES(a.x.scalar_type(), "glassmd_frame_conv_backward", [&] {
     constexpr int L = 64 / sizeof(scalar_t);
+    const MixGroups<scalar_t> groups =
+        factored ? weight_groups<scalar_t>(a.plan, a.mix_weight.data_ptr<scalar_t>(), a.mix_weight.numel(),
+                                           a.mix_index.data_ptr<int64_t>(), a.mix_coef.data_ptr<scalar_t>())
+                 : product_groups<scalar_t>(a.plan, a.mix.data_ptr<scalar_t>());
     backward_kernel<scalar_t, L>(a.plan, grad_out.data_ptr<scalar_t>(), a.x.data_ptr<scalar_t>(), a.x.size(0),
                                  a.sender(), a.receiver(), a.n_edges(), Strided<scalar_t>(a.hidden),
-                                 a.radial<scalar_t>(), Strided<scalar_t>(a.frame), a.mix.data_ptr<scalar_t>(),
+                                 a.radial<scalar_t>(), Strided<scalar_t>(a.frame), groups,
                                  grad_x.data_ptr<scalar_t>(), grad_hidden.data_ptr<scalar_t>(),
                                  grad_w.data_ptr<scalar_t>(), grad_b.data_ptr<scalar_t>(),
-                                 grad_mix.data_ptr<scalar_t>(), a.mix.numel());
+                                 grad_mix.data_ptr<scalar_t>(), grad_mix.numel());
   });
   return {grad_x, grad_hidden, grad_w, grad_b, grad_mix};
 }
@@ -1096,35 +1234,73 @@ Tensor frame_conv_eval_autograd(const Tensor& x, const Tensor& edge_index, const
                              channels, reverse_flip);
 }
 
+// The mixing matrices of frame_conv_factored, M = mix_weight[mix_index] * mix_coef (FrameConvKernel.mix_matrices).
+Tensor factored_mix(const Tensor& mix_weight, const Tensor& mix_index, const Tensor& mix_coef) {
+  TORCH_CHECK(mix_weight.dim() == 1 && mix_index.dim() == 1 && mix_coef.dim() == 1 &&
+                  mix_index.size(0) == mix_coef.size(0),
+              "frame_conv_factored: mix_weight, mix_index and mix_coef must be flat, the last two of one length");
+  TORCH_CHECK(mix_index.scalar_type() == at::kLong && mix_coef.scalar_type() == mix_weight.scalar_type(),
+              "frame_conv_factored: mix_index must be int64 and mix_coef of the dtype of mix_weight");
+  return mix_weight.index_select(0, mix_index) * mix_coef;
+}
+
+Tensor frame_conv_factored_cpu(const Tensor& x, const Tensor& edge_index, const Tensor& hidden,
+                               const Tensor& radial_weight, const Tensor& radial_bias, bool output_relu,
+                               const Tensor& frame, const Tensor& mix_weight, const Tensor& mix_index,
+                               const Tensor& mix_coef, const Tensor& rot_in, const Tensor& lo_meta,
+                               const Tensor& src_index, const Tensor& weight_index, const Tensor& active,
+                               int64_t dim_out, int64_t channels) {
+  return frame_conv_cpu(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame,
+                        factored_mix(mix_weight, mix_index, mix_coef), rot_in, lo_meta, src_index, weight_index,
+                        active, dim_out, channels);
+}
+
+// frame_conv and frame_conv_factored with gradients. `mix` is M, or with `factored` the weight of
+// M = mix[mix_index] * mix_coef, and then its gradient is that of the weight (MixGroups). (autograd::Function
+// takes no undefined tensors: frame_conv passes empty ones for mix_index and mix_coef.)
 class FrameConvFunction : public torch::autograd::Function<FrameConvFunction> {
  public:
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& edge_index,
                         const Tensor& hidden, const Tensor& radial_weight, const Tensor& radial_bias,
-                        bool output_relu, const Tensor& frame, const Tensor& mix, const Tensor& rot_in,
-                        const Tensor& lo_meta, const Tensor& src_index, const Tensor& weight_index,
-                        const Tensor& active, int64_t dim_out, int64_t channels) {
+                        bool output_relu, const Tensor& frame, const Tensor& mix, const Tensor& mix_index,
+                        const Tensor& mix_coef, const Tensor& rot_in, const Tensor& lo_meta,
+                        const Tensor& src_index, const Tensor& weight_index, const Tensor& active, int64_t dim_out,
+                        int64_t channels, bool factored) {
     TORCH_CHECK(!frame.requires_grad(),
                 "glassmd::frame_conv has no gradient with respect to the edge frames (positions); "
                 "use the torch kernel for forces");
-    ctx->save_for_backward({x, edge_index, hidden, radial_weight, radial_bias, frame, mix, rot_in, lo_meta,
-                            src_index, weight_index, active});
+    TORCH_CHECK(!mix_coef.requires_grad(),
+                "glassmd::frame_conv_factored has no gradient with respect to mix_coef");
+    ctx->save_for_backward({x, edge_index, hidden, radial_weight, radial_bias, frame, mix, mix_index, mix_coef,
+                            rot_in, lo_meta, src_index, weight_index, active});
     ctx->saved_data["output_relu"] = output_relu;
     ctx->saved_data["dim_out"] = dim_out;
     ctx->saved_data["channels"] = channels;
+    ctx->saved_data["factored"] = factored;
     at::AutoDispatchBelowADInplaceOrView guard;
-    return frame_conv_cpu(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame, mix, rot_in,
+    const Tensor matrices = factored ? factored_mix(mix, mix_index, mix_coef) : mix;
+    return frame_conv_cpu(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame, matrices, rot_in,
                           lo_meta, src_index, weight_index, active, dim_out, channels);
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grad_outputs) {
     auto s = ctx->get_saved_variables();
-    Consts k{s[7], s[8], s[9], s[10], s[11], ctx->saved_data["dim_out"].toInt(),
+    Consts k{s[9], s[10], s[11], s[12], s[13], ctx->saved_data["dim_out"].toInt(),
              ctx->saved_data["channels"].toInt()};
-    Call call(s[0], s[1], s[2], s[3], s[4], ctx->saved_data["output_relu"].toBool(), s[5], s[6], k);
+    const bool factored = ctx->saved_data["factored"].toBool();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    Call call(s[0], s[1], s[2], s[3], s[4], ctx->saved_data["output_relu"].toBool(), s[5],
+              factored ? factored_mix(s[6], s[7], s[8]) : s[6], k);
+    if (factored) {
+      call.mix_weight = s[6].contiguous();
+      call.mix_index = s[7].contiguous();
+      call.mix_coef = s[8].contiguous();
+    }
     auto g = backward_cpu(grad_outputs[0], call);
     Tensor none;
-    return {g[0], none, g[1], g[2], g[3], none, none, g[4], none, none, none, none, none, none, none};
+    return {g[0], none, g[1], g[2], g[3], none, none, g[4], none, none, none, none, none, none, none, none, none,
+            none};
   }
 };
 
@@ -1133,8 +1309,20 @@ Tensor frame_conv_autograd(const Tensor& x, const Tensor& edge_index, const Tens
                            const Tensor& frame, const Tensor& mix, const Tensor& rot_in, const Tensor& lo_meta,
                            const Tensor& src_index, const Tensor& weight_index, const Tensor& active,
                            int64_t dim_out, int64_t channels) {
-  return FrameConvFunction::apply(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame, mix,
-                                  rot_in, lo_meta, src_index, weight_index, active, dim_out, channels);
+  const Tensor none = at::empty({0}, x.options());
+  return FrameConvFunction::apply(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame, mix, none,
+                                  none, rot_in, lo_meta, src_index, weight_index, active, dim_out, channels, false);
+}
+
+Tensor frame_conv_factored_autograd(const Tensor& x, const Tensor& edge_index, const Tensor& hidden,
+                                    const Tensor& radial_weight, const Tensor& radial_bias, bool output_relu,
+                                    const Tensor& frame, const Tensor& mix_weight, const Tensor& mix_index,
+                                    const Tensor& mix_coef, const Tensor& rot_in, const Tensor& lo_meta,
+                                    const Tensor& src_index, const Tensor& weight_index, const Tensor& active,
+                                    int64_t dim_out, int64_t channels) {
+  return FrameConvFunction::apply(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame, mix_weight,
+                                  mix_index, mix_coef, rot_in, lo_meta, src_index, weight_index, active, dim_out,
+                                  channels, true);
 }
 
 }  // namespace
@@ -1144,6 +1332,11 @@ TORCH_LIBRARY(glassmd, m) {
       "frame_conv(Tensor x, Tensor edge_index, Tensor hidden, Tensor radial_weight, Tensor radial_bias, "
       "bool output_relu, Tensor frame, Tensor mix, Tensor rot_in, Tensor lo_meta, Tensor src_index, "
       "Tensor weight_index, Tensor active, int dim_out, int channels) -> Tensor");
+  // frame_conv with the mixing matrices given as mix_weight[mix_index] * mix_coef; its gradient goes to mix_weight
+  m.def(
+      "frame_conv_factored(Tensor x, Tensor edge_index, Tensor hidden, Tensor radial_weight, Tensor radial_bias, "
+      "bool output_relu, Tensor frame, Tensor mix_weight, Tensor mix_index, Tensor mix_coef, Tensor rot_in, "
+      "Tensor lo_meta, Tensor src_index, Tensor weight_index, Tensor active, int dim_out, int channels) -> Tensor");
   m.def(
       "frame_conv_eval(Tensor x, Tensor edge_index, Tensor basis, Tensor first_weight, Tensor first_bias, "
       "Tensor radial_weight, Tensor radial_bias, bool output_relu, Tensor frame, Tensor mix, Tensor rot_in, "
@@ -1153,10 +1346,12 @@ TORCH_LIBRARY(glassmd, m) {
 
 TORCH_LIBRARY_IMPL(glassmd, CPU, m) {
   m.impl("frame_conv", frame_conv_cpu);
+  m.impl("frame_conv_factored", frame_conv_factored_cpu);
   m.impl("frame_conv_eval", frame_conv_eval_cpu);
 }
 
 TORCH_LIBRARY_IMPL(glassmd, Autograd, m) {
   m.impl("frame_conv", frame_conv_autograd);
+  m.impl("frame_conv_factored", frame_conv_factored_autograd);
   m.impl("frame_conv_eval", frame_conv_eval_autograd);
 }

@@ -214,7 +214,7 @@ def test_fused_kernel_is_built_and_used():
     with torch.profiler.profile() as prof:
         model.train()(types, edge_index, edge_vec)
     keys = {e.key for e in prof.key_averages()}
-    assert "glassmd::frame_conv" in keys and "glassmd::radial_hidden" in keys
+    assert "glassmd::frame_conv_factored" in keys and "glassmd::radial_hidden" in keys
 
 
 def test_evaluation_kernel_matches_the_autograd_kernel_and_refuses_gradients():
@@ -240,6 +240,66 @@ def test_evaluation_kernel_matches_the_autograd_kernel_and_refuses_gradients():
             conv.frame_kernel.src_index, conv.frame_kernel.weight_index, conv.frame_kernel.active,
             conv.frame_kernel.dim_out, conv.frame_kernel.channels,
         )
+
+
+def conv_operator_inputs(l_max, channels, seed):
+    """Inputs of the fused training operators for layer 1 of a small float64 model, with random features."""
+    graph = random_configuration(90, torch.float64, seed=seed)
+    model = GlassGNN.create(ModelConfig(l_max=l_max, channels=channels, layers=2), torch.float64)
+    _, _, edge_index, edge_vec = graph
+    conv = model.layers[1].conv
+    kernel = conv.frame_kernel
+    generator = torch.Generator().manual_seed(seed)
+    weight, bias = conv.radial.last_layer()
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64, requires_grad=True)
+
+    leaves = {
+        "x": rand(graph[0].shape[0], kernel.dim_in),
+        "hidden": rand(edge_index.shape[1], weight.shape[1]),
+        "radial_weight": rand(*weight.shape),
+        "radial_bias": rand(*bias.shape),
+        "mix_weight": rand(*conv.mix.weight.shape),
+    }
+    frames = EdgeFrames(l_max).to(torch.float64)(edge_vec)
+    tables = (kernel.rot_in_table, kernel.lo_meta_table, kernel.src_index, kernel.weight_index, kernel.active)
+
+    def factored(x, hidden, radial_weight, radial_bias, mix_weight):
+        return torch.ops.glassmd.frame_conv_factored(
+            x, edge_index, hidden, radial_weight, radial_bias, True, frames, mix_weight, kernel.mix_index,
+            kernel.mix_coef, *tables, kernel.dim_out, kernel.channels,
+        )
+
+    def products(x, hidden, radial_weight, radial_bias, mix_weight):
+        return torch.ops.glassmd.frame_conv(
+            x, edge_index, hidden, radial_weight, radial_bias, True, frames, kernel.mix_matrices(mix_weight),
+            *tables, kernel.dim_out, kernel.channels,
+        )
+
+    return leaves, factored, products
+
+
+@pytest.mark.parametrize("l_max,channels", [(1, 3), (2, 4), (3, 2)])
+def test_factored_and_product_mix_operators_agree_in_value_and_gradient(l_max, channels):
+    """frame_conv_factored (training) sums the gradient of the mixing weight per weight; frame_conv (still called
+    by older model files) that of each matrix product, which autograd carries back to the weight. Both must
+    give the same numbers, and the first must be the true derivative (finite differences)."""
+    leaves, factored, products = conv_operator_inputs(l_max, channels, seed=11 + l_max)
+    inputs = list(leaves.values())
+    out_f, out_p = factored(*inputs), products(*inputs)
+    assert torch.allclose(out_f, out_p, rtol=0, atol=1e-12)
+    probe = torch.randn(out_f.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    grads_f = torch.autograd.grad((out_f * probe).sum(), inputs)
+    grads_p = torch.autograd.grad((out_p * probe).sum(), inputs)
+    for name, a, b in zip(leaves, grads_f, grads_p):
+        assert a.abs().max() > 0, name
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-10), name
+    fixed = {k: v.detach() for k, v in leaves.items()}
+    assert torch.autograd.gradcheck(
+        lambda x, w: factored(x, fixed["hidden"], fixed["radial_weight"], fixed["radial_bias"], w),
+        (leaves["x"], leaves["mix_weight"]), eps=1e-6, atol=1e-6,
+    )
 
 
 def test_fused_kernel_parallel_sums_match_serial():
