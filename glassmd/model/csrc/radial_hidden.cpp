@@ -4,7 +4,8 @@
 // Every layer of a training step runs this on all edges (tens of thousands of rows of 16 values). As a
 // chain of torch operators (addmm, relu, batch norm, the dropout mask and two products, each with its
 // backward) it took a quarter of the step: batch norm over many rows of few channels is slow in torch,
-// and every operator is a full pass over memory. Here it is two passes forward and two backward.
+// and every operator is a full pass over memory. Here it is two passes forward and two backward, each
+// reading the basis (10 values a row) and recomputing the activations from it.
 //
 // Sums over edges run in fixed blocks of rows whose partial results are added in block order, so results
 // do not depend on the number of threads (training runs repeat bit for bit). Batch statistics are added
@@ -20,7 +21,10 @@
 #include <cmath>
 #include <cstdint>
 #include <tuple>
+#include <type_traits>
 #include <vector>
+
+#include "lanes.h"
 
 namespace {
 
@@ -62,42 +66,47 @@ inline void dropout_factors(bool drop, int32_t bits, int64_t H, T* factor) {
 // sums are taken in T over at most kBlock rows, then in double across blocks.
 constexpr int64_t kMaxHidden = 32;
 
-// Forward: hidden values, relu activations, batch mean and biased batch variance.
-template <typename T>
+// The relu activations of one row, a = relu(W x + b), into a[0..H). They are recomputed wherever a pass needs
+// them (10 multiply-adds per value) rather than stored: an [E, H] array written once and read three times cost
+// more than the arithmetic. HC: H when known at compile time (the paper's 16: every loop one register), 0: H.
+template <typename T, int HC>
+inline void activations(const T* x, const T* wt, const T* b, int64_t R, int64_t H_rt, T* a) {
+  const int64_t H = HC > 0 ? HC : H_rt;
+  T v[kMaxHidden];
+  GLASSMD_LANES for (int64_t c = 0; c < H; c++) v[c] = b[c];
+  for (int64_t r = 0; r < R; r++) {
+    const T xr = x[r];
+    GLASSMD_LANES for (int64_t c = 0; c < H; c++) v[c] += xr * wt[r * H + c];
+  }
+  GLASSMD_LANES for (int64_t c = 0; c < H; c++) a[c] = v[c] > T(0) ? v[c] : T(0);
+}
+
+// Forward: hidden values, batch mean and biased batch variance.
+template <typename T, int HC>
 void forward_impl(const Tensor& basis, const Tensor& weight, const Tensor& bias, const Tensor& gamma,
-                  const Tensor& beta, const Tensor& draws, double eps, bool drop, Tensor& out, Tensor& act,
-                  Tensor& mean_out, Tensor& var_out) {
-  const int64_t E = basis.size(0), R = basis.size(1), H = weight.size(0);
+                  const Tensor& beta, const Tensor& draws, double eps, bool drop, Tensor& out, Tensor& mean_out,
+                  Tensor& var_out) {
+  const int64_t E = basis.size(0), R = basis.size(1), H = HC > 0 ? HC : weight.size(0);
   const Tensor weight_t = weight.t().contiguous();  // [R, H]
   const T* x = basis.data_ptr<T>();
   const T* wt = weight_t.data_ptr<T>();
   const T* b = bias.data_ptr<T>();
   const int32_t* bits = draws.data_ptr<int32_t>();
-  T* a = act.data_ptr<T>();
   T* y = out.data_ptr<T>();
   const int64_t n_blocks = block_count(E);
   std::vector<double> sums(n_blocks * H, 0.0), squares(n_blocks * H, 0.0);
 
   at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t blk = b0; blk < b1; blk++) {
-      T s[kMaxHidden] = {}, q[kMaxHidden] = {};
+      T s[kMaxHidden] = {}, q[kMaxHidden] = {}, u[kMaxHidden];
       for (int64_t e = blk * kBlock; e < std::min(E, (blk + 1) * kBlock); e++) {
-        const T* xe = x + e * R;
-        T v[kMaxHidden];
-        for (int64_t c = 0; c < H; c++) v[c] = b[c];
-        for (int64_t r = 0; r < R; r++) {
-          const T xr = xe[r];
-          for (int64_t c = 0; c < H; c++) v[c] += xr * wt[r * H + c];
-        }
-        T* ae = a + e * H;
-        for (int64_t c = 0; c < H; c++) {
-          const T u = v[c] > T(0) ? v[c] : T(0);
-          ae[c] = u;
-          s[c] += u;
-          q[c] += u * u;
+        activations<T, HC>(x + e * R, wt, b, R, H, u);
+        GLASSMD_LANES for (int64_t c = 0; c < H; c++) {
+          s[c] += u[c];
+          q[c] += u[c] * u[c];
         }
       }
-      for (int64_t c = 0; c < H; c++) {
+      GLASSMD_LANES for (int64_t c = 0; c < H; c++) {
         sums[blk * H + c] = s[c];
         squares[blk * H + c] = q[c];
       }
@@ -110,7 +119,7 @@ void forward_impl(const Tensor& basis, const Tensor& weight, const Tensor& bias,
   const T* be = beta.data_ptr<T>();
   T* mean = mean_out.data_ptr<T>();
   T* var = var_out.data_ptr<T>();
-  for (int64_t c = 0; c < H; c++) {
+  GLASSMD_LANES for (int64_t c = 0; c < H; c++) {
     const double m = sum[c] / E;
     const double v = std::max(square[c] / E - m * m, 0.0);
     mean[c] = T(m);
@@ -121,52 +130,54 @@ void forward_impl(const Tensor& basis, const Tensor& weight, const Tensor& bias,
   }
 
   at::parallel_for(0, E, 1024, [&](int64_t e0, int64_t e1) {
-    T factor[kMaxHidden];
+    T factor[kMaxHidden], u[kMaxHidden];
     for (int64_t e = e0; e < e1; e++) {
       dropout_factors(drop, bits[e], H, factor);
-      const T* ae = a + e * H;
+      activations<T, HC>(x + e * R, wt, b, R, H, u);
       T* ye = y + e * H;
-      for (int64_t c = 0; c < H; c++) ye[c] = (ae[c] * scale[c] + shift[c]) * factor[c];
+      GLASSMD_LANES for (int64_t c = 0; c < H; c++) ye[c] = (u[c] * scale[c] + shift[c]) * factor[c];
     }
   });
 }
 
 // Backward: gradients of basis (if wanted), weight, bias, gamma, beta.
-template <typename T>
-void backward_impl(const Tensor& grad_out, const Tensor& basis, const Tensor& weight, const Tensor& gamma,
-                   const Tensor& act, const Tensor& mean_t, const Tensor& var_t, const Tensor& draws, double eps,
+template <typename T, int HC>
+void backward_impl(const Tensor& grad_out, const Tensor& basis, const Tensor& weight, const Tensor& bias,
+                   const Tensor& gamma, const Tensor& mean_t, const Tensor& var_t, const Tensor& draws, double eps,
                    bool drop, bool want_basis, Tensor& g_basis, Tensor& g_weight, Tensor& g_bias,
                    Tensor& g_gamma, Tensor& g_beta) {
-  const int64_t E = basis.size(0), R = basis.size(1), H = weight.size(0);
+  const int64_t E = basis.size(0), R = basis.size(1), H = HC > 0 ? HC : weight.size(0);
+  const Tensor weight_t = weight.t().contiguous();  // [R, H]
   const T* go = grad_out.data_ptr<T>();
   const T* x = basis.data_ptr<T>();
   const T* w = weight.data_ptr<T>();
-  const T* a = act.data_ptr<T>();
+  const T* wt = weight_t.data_ptr<T>();
+  const T* bi = bias.data_ptr<T>();
   const int32_t* bits = draws.data_ptr<int32_t>();
   const T* mean = mean_t.data_ptr<T>();
   const T* var = var_t.data_ptr<T>();
   const T* gam = gamma.data_ptr<T>();
   const int64_t n_blocks = block_count(E);
   T invstd[kMaxHidden];
-  for (int64_t c = 0; c < H; c++) invstd[c] = T(1.0 / std::sqrt(double(var[c]) + eps));
+  GLASSMD_LANES for (int64_t c = 0; c < H; c++) invstd[c] = T(1.0 / std::sqrt(double(var[c]) + eps));
 
   // Pass 1: the sums of the upstream gradient and of its product with the normalised activations.
   std::vector<double> sums(n_blocks * H, 0.0), dots(n_blocks * H, 0.0);
   at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
-    T factor[kMaxHidden];
+    T factor[kMaxHidden], ae[kMaxHidden];
     for (int64_t blk = b0; blk < b1; blk++) {
       T s[kMaxHidden] = {}, d[kMaxHidden] = {};
       for (int64_t e = blk * kBlock; e < std::min(E, (blk + 1) * kBlock); e++) {
         dropout_factors(drop, bits[e], H, factor);
+        activations<T, HC>(x + e * R, wt, bi, R, H, ae);
         const T* ge = go + e * H;
-        const T* ae = a + e * H;
-        for (int64_t c = 0; c < H; c++) {
+        GLASSMD_LANES for (int64_t c = 0; c < H; c++) {
           const T gy = ge[c] * factor[c];
           s[c] += gy;
           d[c] += gy * ((ae[c] - mean[c]) * invstd[c]);
         }
       }
-      for (int64_t c = 0; c < H; c++) {
+      GLASSMD_LANES for (int64_t c = 0; c < H; c++) {
         sums[blk * H + c] = s[c];
         dots[blk * H + c] = d[c];
       }
@@ -176,7 +187,7 @@ void backward_impl(const Tensor& grad_out, const Tensor& basis, const Tensor& we
   T* gg = g_gamma.data_ptr<T>();
   T* gb = g_beta.data_ptr<T>();
   T k[kMaxHidden], mean_gy[kMaxHidden], mean_gy_xhat[kMaxHidden];
-  for (int64_t c = 0; c < H; c++) {
+  GLASSMD_LANES for (int64_t c = 0; c < H; c++) {
     gg[c] = T(sum_gy_xhat[c]);
     gb[c] = T(sum_gy[c]);
     k[c] = gam[c] * invstd[c];
@@ -189,16 +200,16 @@ void backward_impl(const Tensor& grad_out, const Tensor& basis, const Tensor& we
   T* gx = want_basis ? g_basis.data_ptr<T>() : nullptr;
   at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
     std::vector<T> gw(R * H);
-    T factor[kMaxHidden], pre[kMaxHidden];
+    T factor[kMaxHidden], pre[kMaxHidden], ae[kMaxHidden];
     for (int64_t blk = b0; blk < b1; blk++) {
       std::fill(gw.begin(), gw.end(), T(0));
       T gbias[kMaxHidden] = {};
       for (int64_t e = blk * kBlock; e < std::min(E, (blk + 1) * kBlock); e++) {
         dropout_factors(drop, bits[e], H, factor);
         const T* xe = x + e * R;
+        activations<T, HC>(xe, wt, bi, R, H, ae);
         const T* ge = go + e * H;
-        const T* ae = a + e * H;
-        for (int64_t c = 0; c < H; c++) {
+        GLASSMD_LANES for (int64_t c = 0; c < H; c++) {
           const T xhat = (ae[c] - mean[c]) * invstd[c];
           const T ga = k[c] * (ge[c] * factor[c] - mean_gy[c] - xhat * mean_gy_xhat[c]);
           pre[c] = ae[c] > T(0) ? ga : T(0);
@@ -206,32 +217,41 @@ void backward_impl(const Tensor& grad_out, const Tensor& basis, const Tensor& we
         }
         for (int64_t r = 0; r < R; r++) {
           const T xr = xe[r];
-          for (int64_t c = 0; c < H; c++) gw[r * H + c] += pre[c] * xr;
+          GLASSMD_LANES for (int64_t c = 0; c < H; c++) gw[r * H + c] += pre[c] * xr;
         }
         if (gx) {
           for (int64_t r = 0; r < R; r++) {
             T v = 0;
-            for (int64_t c = 0; c < H; c++) v += pre[c] * w[c * R + r];
+            GLASSMD_LANES for (int64_t c = 0; c < H; c++) v += pre[c] * w[c * R + r];
             gx[e * R + r] = v;
           }
         }
       }
       for (int64_t i = 0; i < R * H; i++) w_part[blk * R * H + i] = gw[i];
-      for (int64_t c = 0; c < H; c++) b_part[blk * H + c] = gbias[c];
+      GLASSMD_LANES for (int64_t c = 0; c < H; c++) b_part[blk * H + c] = gbias[c];
     }
   });
   const std::vector<double> gw = sum_blocks(w_part, n_blocks, R * H), gbias = sum_blocks(b_part, n_blocks, H);
   T* gwp = g_weight.data_ptr<T>();
   T* gbp = g_bias.data_ptr<T>();
-  for (int64_t c = 0; c < H; c++)
+  GLASSMD_LANES for (int64_t c = 0; c < H; c++)
     for (int64_t r = 0; r < R; r++) gwp[c * R + r] = T(gw[r * H + c]);
-  for (int64_t c = 0; c < H; c++) gbp[c] = T(gbias[c]);
+  GLASSMD_LANES for (int64_t c = 0; c < H; c++) gbp[c] = T(gbias[c]);
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> radial_hidden_forward(const Tensor& basis_in, const Tensor& weight_in,
-                                                                 const Tensor& bias_in, const Tensor& gamma_in,
-                                                                 const Tensor& beta_in, const Tensor& draws_in,
-                                                                 double eps, bool drop) {
+// Calls f.template operator()<HC>() with HC = 16 for the paper's hidden width, else 0 (runtime width).
+template <typename F>
+void with_hidden_width(int64_t H, F&& f) {
+  if (H == 16)
+    f(std::integral_constant<int, 16>());
+  else
+    f(std::integral_constant<int, 0>());
+}
+
+std::tuple<Tensor, Tensor, Tensor> radial_hidden_forward(const Tensor& basis_in, const Tensor& weight_in,
+                                                         const Tensor& bias_in, const Tensor& gamma_in,
+                                                         const Tensor& beta_in, const Tensor& draws_in, double eps,
+                                                         bool drop) {
   check_inputs(basis_in, weight_in, bias_in, gamma_in, beta_in, draws_in);
   const auto dtype = basis_in.scalar_type();
   const Tensor basis = basis_in.contiguous(), weight = weight_in.to(dtype).contiguous();
@@ -239,13 +259,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> radial_hidden_forward(const Tensor& b
   const Tensor beta = beta_in.to(dtype).contiguous(), draws = draws_in.contiguous();
   const int64_t E = basis.size(0), H = weight.size(0);
   Tensor out = at::empty({E, H}, basis.options());
-  Tensor act = at::empty({E, H}, basis.options());
   Tensor mean = at::empty({H}, basis.options());
   Tensor var = at::empty({H}, basis.options());
   AT_DISPATCH_FLOATING_TYPES(dtype, "radial_hidden", [&] {
-    forward_impl<scalar_t>(basis, weight, bias, gamma, beta, draws, eps, drop, out, act, mean, var);
+    with_hidden_width(H, [&](auto hc) {
+      forward_impl<scalar_t, decltype(hc)::value>(basis, weight, bias, gamma, beta, draws, eps, drop, out, mean, var);
+    });
   });
-  return {out, act, mean, var};
+  return {out, mean, var};
 }
 
 class RadialHiddenFunction : public torch::autograd::Function<RadialHiddenFunction> {
@@ -254,9 +275,9 @@ class RadialHiddenFunction : public torch::autograd::Function<RadialHiddenFuncti
                                               const Tensor& weight, const Tensor& bias, const Tensor& gamma,
                                               const Tensor& beta, const Tensor& draws, double eps, bool drop) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [out, act, mean, var] = radial_hidden_forward(basis, weight, bias, gamma, beta, draws, eps, drop);
+    auto [out, mean, var] = radial_hidden_forward(basis, weight, bias, gamma, beta, draws, eps, drop);
     // The backward reads rows of the basis: a column slice of a wider array is saved as a contiguous copy.
-    ctx->save_for_backward({basis, weight, gamma, act, mean, var, draws.contiguous()});
+    ctx->save_for_backward({basis, weight, bias, gamma, mean, var, draws.contiguous()});
     ctx->saved_data["basis_rows"] = basis.is_contiguous() ? Tensor() : basis.contiguous();
     ctx->saved_data["eps"] = eps;
     ctx->saved_data["drop"] = drop;
@@ -270,20 +291,24 @@ class RadialHiddenFunction : public torch::autograd::Function<RadialHiddenFuncti
     const Tensor rows = ctx->saved_data["basis_rows"].toTensor();
     const bool want_basis = ctx->needs_input_grad(0);
     const Tensor basis = rows.defined() ? rows : s[0];
-    const Tensor &weight = s[1], &gamma = s[2], &act = s[3], &mean = s[4], &var = s[5];
+    const Tensor &weight = s[1], &mean = s[4], &var = s[5];
     const Tensor& draws = s[6];
     const auto dtype = basis.scalar_type();
-    const Tensor grad = grad_outputs[0].defined() ? grad_outputs[0].to(dtype).contiguous()
-                                                  : at::zeros_like(act);
-    const Tensor w = weight.to(dtype).contiguous(), g = gamma.to(dtype).contiguous();
+    const int64_t E = basis.size(0);
+    const Tensor w = weight.to(dtype).contiguous(), bi = s[2].to(dtype).contiguous(), g = s[3].to(dtype).contiguous();
     const int64_t H = w.size(0);
+    const Tensor grad = grad_outputs[0].defined() ? grad_outputs[0].to(dtype).contiguous()
+                                                  : at::zeros({E, H}, basis.options());
     Tensor g_basis = want_basis ? at::empty_like(basis) : Tensor();
     Tensor g_weight = at::empty_like(w), g_bias = at::empty({H}, w.options());
     Tensor g_gamma = at::empty({H}, w.options()), g_beta = at::empty({H}, w.options());
     AT_DISPATCH_FLOATING_TYPES(dtype, "radial_hidden_backward", [&] {
-      backward_impl<scalar_t>(grad, basis, w, g, act, mean, var, draws, ctx->saved_data["eps"].toDouble(),
-                              ctx->saved_data["drop"].toBool(), want_basis, g_basis, g_weight, g_bias, g_gamma,
-                              g_beta);
+      with_hidden_width(H, [&](auto hc) {
+        backward_impl<scalar_t, decltype(hc)::value>(grad, basis, w, bi, g, mean, var, draws,
+                                                     ctx->saved_data["eps"].toDouble(),
+                                                     ctx->saved_data["drop"].toBool(), want_basis, g_basis,
+                                                     g_weight, g_bias, g_gamma, g_beta);
+      });
     });
     return {g_basis, g_weight.to(weight.scalar_type()), g_bias, g_gamma, g_beta, Tensor(), Tensor(), Tensor()};
   }
@@ -300,8 +325,7 @@ std::tuple<Tensor, Tensor, Tensor> radial_hidden_autograd(const Tensor& basis, c
 std::tuple<Tensor, Tensor, Tensor> radial_hidden_cpu(const Tensor& basis, const Tensor& weight, const Tensor& bias,
                                                      const Tensor& gamma, const Tensor& beta, const Tensor& draws,
                                                      double eps, bool drop) {
-  auto [out, act, mean, var] = radial_hidden_forward(basis, weight, bias, gamma, beta, draws, eps, drop);
-  return {out, mean, var};
+  return radial_hidden_forward(basis, weight, bias, gamma, beta, draws, eps, drop);
 }
 
 }  // namespace
