@@ -279,14 +279,6 @@ struct Block {
     }
   }
 
-  // v[f] *= sign[f] for n groups of `width` lane vectors.
-  static void flip_signs(T* v, const std::vector<int8_t>& sign, int64_t width) {
-    for (size_t f = 0; f < sign.size(); ++f)
-      if (sign[f] < 0)
-        for (int64_t w = 0; w < width; ++w)
-          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) v[(f * width + w) * L + lane] = -v[(f * width + w) * L + lane];
-  }
-
   // wb = [relu](W hb + b). With `pre`, also the pre-activation values (for the backward pass).
   void radial_weights(const Plan& p, const Radial<T>& r, T* pre = nullptr) {
     if (radial_weights_in_registers(p, r, pre)) return;
@@ -338,19 +330,22 @@ struct Block {
     return false;
   }
 
-  // x' = D^T x for every l >= 1 block of the senders' features of NS streams; l = 0 features are copied.
+  // x' = D^T x for every l >= 1 block of the senders' features of NS streams; l = 0 features are copied. The
+  // second stream (the reverse edges, frame D S) gets S x' (Plan::set_reverse_signs), the signs applied as the
+  // rows are stored rather than in a pass of their own.
   template <int NS>
   void rotate_in(const Plan& p) {
     const T* in[2] = {xs.data(), xs2.data()};
     T* out[2] = {xr.data(), xr2.data()};
-    rotate_inputs<true, NS>(p, in, out);
+    rotate_inputs<true, NS>(p, in, out, NS == 2 ? p.reverse_sign.data() : nullptr);
   }
 
   // out = D^T in (to_edge_frame) or D in (back to the sender's frame, for gradients) for every l >= 1
   // block of the input-feature vectors of NS streams with one frame; l = 0 features are copied.
   // (A template parameter: with a runtime flag the index arithmetic is not hoisted, about 10% slower.)
+  // sign1: per input feature, a sign for the rows of stream 1 (nullptr: none).
   template <bool to_edge_frame, int NS = 1>
-  void rotate_inputs(const Plan& p, const T* const* in, T* const* out) const {
+  void rotate_inputs(const Plan& p, const T* const* in, T* const* out, const int8_t* sign1 = nullptr) const {
     for (int s = 0; s < NS; ++s)
       for (int64_t f = 0; f < p.dim_in; ++f)
         if (!p.rotated[f])
@@ -364,8 +359,8 @@ struct Block {
         const int64_t nu = std::min<int64_t>(kRotGroup, b.mul - u0);
         if (nu == kRotGroup) {  // all accumulators in registers; each input load feeds two output rows
           int64_t i = 0;
-          for (; i + 1 < d; i += 2) rotate_rows<to_edge_frame, NS, 2>(b, u0, i, in, out);
-          if (i < d) rotate_rows<to_edge_frame, NS, 1>(b, u0, i, in, out);
+          for (; i + 1 < d; i += 2) rotate_rows<to_edge_frame, NS, 2>(b, u0, i, in, out, sign1);
+          if (i < d) rotate_rows<to_edge_frame, NS, 1>(b, u0, i, in, out, sign1);
           continue;
         }
         for (int64_t i = 0; i < d; ++i) {
@@ -380,8 +375,10 @@ struct Block {
           }
           for (int s = 0; s < NS; ++s) {
             T* o = out[s] + (b.off + u0 * d) * L;
-            for (int64_t u = 0; u < nu; ++u)
-              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[(u * d + i) * L + lane] = acc[s][u][lane];
+            for (int64_t u = 0; u < nu; ++u) {
+              const T sg = s == 1 && sign1 != nullptr ? T(sign1[b.off + (u0 + u) * d + i]) : T(1);
+              GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[(u * d + i) * L + lane] = sg * acc[s][u][lane];
+            }
           }
         }
       }
@@ -390,7 +387,8 @@ struct Block {
 
   // Output rows i0 .. i0+NI-1 of rotate_inputs for the kRotGroup channels from u0.
   template <bool to_edge_frame, int NS, int NI>
-  void rotate_rows(const RotBlock& b, int64_t u0, int64_t i0, const T* const* in, T* const* out) const {
+  void rotate_rows(const RotBlock& b, int64_t u0, int64_t i0, const T* const* in, T* const* out,
+                   const int8_t* sign1) const {
     const int64_t d = 2 * b.l + 1;
     const int64_t row_step = to_edge_frame ? 1 : d, col_step = to_edge_frame ? d : 1;
     T acc[NI][NS][kRotGroup][L] = {};
@@ -407,8 +405,10 @@ struct Block {
     for (int r = 0; r < NI; ++r)
       for (int s = 0; s < NS; ++s)
         for (int u = 0; u < kRotGroup; ++u) {
-          T* o = out[s] + (b.off + (u0 + u) * d + i0 + r) * L;
-          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = acc[r][s][u][lane];
+          const int64_t f = b.off + (u0 + u) * d + i0 + r;
+          const T sg = s == 1 && sign1 != nullptr ? T(sign1[f]) : T(1);
+          T* o = out[s] + f * L;
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = sg * acc[r][s][u][lane];
         }
   }
 };
@@ -492,6 +492,8 @@ struct MixTable {
 // z_s[m][c] = sum over the non-zero products (m, k) of M[m][c][k] w[k] x'_s[src(m, k)], for one l_out block and
 // NS streams that share the radial weights (the two directions of a pair): each entry's offsets, weights and
 // mixing coefficients are loaded once for both. CC: the channel count when known at compile time (0: C).
+// With NS = 2 the second stream's z[m] are stored times ob.reverse_sign[m] (the S of D S, see
+// Plan::set_reverse_signs), ready to be rotated back with D.
 template <typename T, int L, int CC, int NS>
 inline void mix_block(const OutBlock& ob, const MixTable<T, L>& table, const T* wb, const T* const* xr, T* const* z,
                       int64_t C) {
@@ -516,9 +518,11 @@ inline void mix_block(const OutBlock& ob, const MixTable<T, L>& table, const T* 
           for (int s = 0; s < NS; ++s)
             GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[s][c][lane] += cf[c] * t[s][lane];
       }
-      for (int s = 0; s < NS; ++s)
+      for (int s = 0; s < NS; ++s) {
+        const T sg = s == 1 ? T(ob.reverse_sign[m]) : T(1);
         for (int c = 0; c < kMax; ++c)
-          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) z[s][(m * C + c) * L + lane] = acc[s][c][lane];
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) z[s][(m * C + c) * L + lane] = sg * acc[s][c][lane];
+      }
       continue;
     }
     for (int s = 0; s < NS; ++s) std::fill(z[s] + m * C * L, z[s] + (m + 1) * C * L, T(0));
@@ -528,7 +532,8 @@ inline void mix_block(const OutBlock& ob, const MixTable<T, L>& table, const T* 
       for (int s = 0; s < NS; ++s) {
         T t[L];
         const T* xv = xr[s] + offsets[2 * q];
-        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[lane] = wv[lane] * xv[lane];
+        const T sg = s == 1 ? T(ob.reverse_sign[m]) : T(1);
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[lane] = sg * wv[lane] * xv[lane];
         for (int64_t c = 0; c < C; ++c) {
           T* zc = z[s] + (m * C + c) * L;
           GLASSMD_LANES for (int lane = 0; lane < L; ++lane) zc[lane] += cf[c] * t[lane];
@@ -547,7 +552,6 @@ void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* sende
   const int64_t C = p.channels;
   for (int s = 0; s < NS; ++s) blk.gather_senders(p, senders[s], nb, x, s);
   blk.template rotate_in<NS>(p);
-  if (NS == 2) Block<T, L>::flip_signs(blk.xr2.data(), p.reverse_sign, 1);
   const T* xr[2] = {blk.xr.data(), blk.xr2.data()};
   T* z[2] = {blk.z.data(), blk.z2.data()};
   T* msg[2] = {blk.msg.data(), blk.msg2.data()};
@@ -567,7 +571,6 @@ void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* sende
         }
       continue;
     }
-    if (NS == 2) Block<T, L>::flip_signs(z[1], ob.reverse_sign, C);
     for (int64_t c0 = 0; c0 < C; c0 += kRotGroup) {
       const int64_t nc = std::min<int64_t>(kRotGroup, C - c0);
       if (nc == kRotGroup) {
