@@ -1,7 +1,8 @@
 """The model file the LAMMPS plugin and other tools load: one self-contained TorchScript file.
 
 The file needs no glassmd classes, but a model exported with the default ``fused`` implementation calls the
-operator ``glassmd::frame_conv``: load it after ``import glassmd.model`` (or
+operators ``glassmd::frame_conv_eval`` and ``glassmd::frame_conv_factored`` (older files: ``glassmd::frame_conv``,
+still registered): load them after ``import glassmd.model`` (or
 ``torch.ops.load_library(glassmd.model.fused_kernel.fused_kernel_path())``); a model switched to
 ``set_implementation("frame")`` before export loads with plain ``torch.jit.load`` anywhere. Its metadata (cutoff, particle type
 names and order, outputs, label normalisation, model config, versions) is stored twice: as the extra file
@@ -246,7 +247,7 @@ def load_model_file(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise ModelFileError(f"model file {str(path)!r} does not exist")
     extra = {_METADATA_FILE: ""}
-    fused_kernel_available()  # registers glassmd::frame_conv, which exported models call
+    fused_kernel_available()  # registers the glassmd:: operators that exported models call
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -9,9 +9,12 @@
 // output component) are built by FrameConvKernel from the module's own e3nn objects. The last layer of the
 // radial MLP is evaluated here too (see Radial), so its [E, n_w] output never goes through memory.
 //
-// In evaluation (frame_conv_eval) the whole radial MLP runs per block (FirstLayer), and the edges may come
-// in pairs i -> j, j -> i (glassmd::pair_edges, see forward_kernel): one radial MLP and one frame then serve
-// both messages, and the two directions share every load (NS = 2 streams in the block functions).
+// In training (frame_conv_factored) the mixing matrices come as their factors, so that the backward sums the
+// gradient of the mixing weight per weight row (MixGroups); frame_conv, given the matrices, serves model files
+// exported before. In evaluation (frame_conv_eval) the whole radial MLP runs per block (FirstLayer), and the
+// edges may come in pairs i -> j, j -> i (glassmd::pair_edges, see forward_kernel): one radial MLP and one
+// frame then serve both messages, and the two directions share every load (NS = 2 streams in the block
+// functions).
 //
 // Threads take contiguous ranges of edges and sum into private copies of the outputs (node sums, parameter
 // gradients), reduced at the end in thread order: results depend on the thread count only through rounding,

@@ -219,7 +219,7 @@ def test_fused_kernel_is_built_and_used():
 
 def test_evaluation_kernel_matches_the_autograd_kernel_and_refuses_gradients():
     """Under no_grad, eval mode runs the whole radial MLP in the kernel (frame_conv_eval, batch norm folded
-    into the last layer); with gradients on, the same model runs frame_conv. Both give one result."""
+    into the last layer); with gradients on, the same model runs frame_conv_factored. Both give one result."""
     graph = random_configuration(200, torch.float64, seed=3)
     model = model_with_statistics(ModelConfig(layers=3), torch.float64, graph)
     _, types, edge_index, edge_vec = graph
