@@ -121,7 +121,8 @@ class GlassGNN(nn.Module):
         """Choose how the convolutions are evaluated.
 
         ``"fused"`` (default where built): edge frames, in the C++ kernels ``glassmd::frame_conv_eval``
-        (evaluation) and ``glassmd::frame_conv_factored`` (with gradients) on the CPU and in torch elsewhere; ``"frame"``: edge frames in torch ops; ``"e3nn"``: the reference.
+        (evaluation) and ``glassmd::frame_conv_factored`` (with gradients) on the CPU and in torch elsewhere;
+        ``"frame"``: edge frames in torch ops; ``"e3nn"``: the reference.
         """
         if name not in IMPLEMENTATIONS:
             raise ValueError(f"unknown implementation {name!r}: use one of {', '.join(IMPLEMENTATIONS)}")

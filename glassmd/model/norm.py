@@ -46,7 +46,6 @@ class EquivariantBatchNorm(nn.Module):
                 n_scalar += mul
             else:
                 n_vector += mul
-        self.blocks = blocks
         self.dim = offset
         # Per feature, its statistic in cat([l=0 stats, l>0 stats, 0]): evaluation is one affine map.
         stat_of_feature: List[int] = []
