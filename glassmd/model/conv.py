@@ -89,8 +89,9 @@ class EquivariantConv(nn.Module):
         edge_frame: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         if edge_frame is not None:
-            if edge_radial.shape[0] != edge_index.shape[1]:
-                # Paired edges (GlassGNN.edge_inputs): one radial row and frame per pair, fused evaluation only.
+            if edge_radial.dim() == 3 or edge_radial.shape[0] != edge_index.shape[1]:
+                # Paired edges (GlassGNN.edge_inputs): one radial row and frame per pair, or the edge blocks of
+                # glassmd::edge_blocks; fused evaluation only.
                 if not self._fused_evaluation(x, edge_frame):
                     raise RuntimeError(
                         "paired edges (fewer radial rows than edges) are evaluated by the fused kernel only: "

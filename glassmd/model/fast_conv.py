@@ -348,6 +348,10 @@ class FrameConvKernel(nn.Module):
                     perm.append(base + m * channels + c)
         self.register_buffer("out_perm", torch.tensor(perm, dtype=torch.long), persistent=False)
         self.register_buffer("reverse_flip", reverse_frame_flip(l_max).to(dtype), persistent=False)
+        # The frame constants, for the evaluation kernel to compute the frames of edge blocks (glassmd::edge_blocks)
+        frames = EdgeFrames(l_max)
+        self.register_buffer("frame_alpha_coef", frames.alpha_coef, persistent=False)
+        self.register_buffer("frame_beta_coef", frames.beta_coef, persistent=False)
 
     def mix_matrices(self, mix_weight: torch.Tensor) -> torch.Tensor:
         """The mixing matrices ``[d, channels, K]`` per l_out (flat), with the path constants folded in."""
@@ -413,7 +417,9 @@ class FrameConvKernel(nn.Module):
         :meth:`RadialMLP.evaluation_layers`).
 
         Edges may come paired (:meth:`GlassGNN.edge_inputs`): ``edge_radial`` and ``edge_frame`` then have
-        fewer rows than ``edge_index`` has columns, one per pair and one per unpaired edge."""
+        fewer rows than ``edge_index`` has columns, one per pair and one per unpaired edge; or they are the two
+        parts of ``glassmd::edge_blocks`` (radial basis; edge vectors and lane kinds), and the kernel computes
+        the frames from the vectors."""
         return torch.ops.glassmd.frame_conv_eval(
             x,
             edge_index,
@@ -433,6 +439,8 @@ class FrameConvKernel(nn.Module):
             self.dim_out,
             self.channels,
             self.reverse_flip,
+            self.frame_alpha_coef,
+            self.frame_beta_coef,
         )
 
     def messages(

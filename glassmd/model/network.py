@@ -183,13 +183,17 @@ class GlassGNN(nn.Module):
         return edge_index, edge_sh, features[:, :n_radial], features[:, n_radial:]
 
     def edge_frame_features(self, edge_index: torch.Tensor, edge_vec: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`edge_inputs` of the edge-frame kernels as ``(edge_index, [rows, n_radial + frame_dim])``:
-        radial basis and frames side by side in one array, written in place (the layers read both through
-        views, and the layer-by-layer API passes the one array)."""
+        """:meth:`edge_inputs` of the edge-frame kernels as ``(edge_index, features)``: radial basis and frames
+        side by side in one array (the layers read both through views, and the layer-by-layer API passes the
+        one array). Paired for the fused evaluation they are ``glassmd::edge_blocks``, ``[n_blocks, n_radial +
+        4, lanes]``: radial basis and edge vectors in blocks of 64 bytes of lanes, from which the kernel computes
+        the frames (reading 83 frame values per edge back in every layer cost more); otherwise rows
+        ``[E, n_radial + frame_dim]``."""
         if self.pairs_edges(edge_vec):
             order, n_pairs = torch.ops.glassmd.pair_edges(edge_index, edge_vec)
             edge_index = edge_index.index_select(1, order)
             edge_vec = edge_vec.index_select(0, torch.cat([order[:n_pairs], order[2 * n_pairs :]]))
+            return edge_index, torch.ops.glassmd.edge_blocks(edge_vec, self.edge_embedding.radial_basis(edge_vec), n_pairs)
         return edge_index, self.edge_frame_rows(edge_vec)
 
     def edge_frame_rows(self, edge_vec: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@
 #include <optional>
 #include <vector>
 
+#include "frame_math.h"
 #include "lanes.h"
 
 namespace {
@@ -212,6 +213,18 @@ struct FirstLayer {
 
 constexpr int64_t kRotGroup = 4;
 
+// The per-edge array of glassmd::edge_blocks, [n_blocks, n_basis + 4, L]: the pairs' blocks, then the unpaired
+// edges' blocks, feature-major, read where they are. Block b: radial basis at basis + b * stride, edge vectors
+// (x, y, z rows) at vec + b * stride; the frames of a block are computed from its vectors (frame_math.h).
+template <typename T>
+struct EdgeBlocks {
+  const T* basis;
+  const T* vec;
+  int64_t stride;
+  const glassmd_frames::FramePlan* frames;
+};
+
+
 // Gathers of one block of edges into lane-major buffers [feature][L]; missing lanes are zero.
 template <typename T, int L>
 struct Block {
@@ -219,7 +232,8 @@ struct Block {
   // which reuse the storage of xs (the gathered inputs are dead once rotated). A block's buffers, the radial
   // weights and the mix table are all read once per block; with a separate message buffer they came to about
   // 65 KB, more than the 48 KB of L1 (one layer at N = 4096 was 3-4% slower, A/B of the two builds).
-  std::vector<T> xs, xr, fr, hb, wb, z, rb, xs2, xr2, z2;
+  LaneVector<T> xs, xr, fr, hb, wb, z, rb, xs2, xr2, z2;
+  const T* frame_rows = nullptr;  // the block's frames, [frame_dim][L] (in `fr`)
   Block(const Plan& p, int64_t z_size, int64_t hidden, int64_t n_basis = 0)
       : xs(std::max(p.dim_in, p.dim_out) * L),
         xr(p.dim_in * L),
@@ -266,22 +280,35 @@ struct Block {
       std::fill(rb.begin(), rb.end(), T(0));
     }
     frame.block(r0, nb, p.frame_dim, fr.data());
+    frame_rows = fr.data();
     if (first == nullptr) {
       hidden.block(r0, nb, static_cast<int64_t>(hb.size() / L), hb.data());
       return;
     }
     hidden.block(r0, nb, first->n_in, rb.data());
+    first_layer(*first, rb.data());
+  }
+
+  // Block b of EdgeBlocks: the frames from its edge vectors, the hidden values from its radial basis.
+  void edge_block(const EdgeBlocks<T>& blocks, int64_t b, glassmd_frames::FrameScratch<T, L>& scratch,
+                  const FirstLayer<T>& first) {
+    const T* vec = blocks.vec + b * blocks.stride;
+    glassmd_frames::frames_of_block<T, L>(*blocks.frames, vec, vec + L, vec + 2 * L, scratch, fr.data());
+    frame_rows = fr.data();
+    first_layer(first, blocks.basis + b * blocks.stride);
+  }
+
+  // hb = relu(W1 basis + b1), basis [n_in][L].
+  void first_layer(const FirstLayer<T>& first, const T* basis) {
+    using W = Simd<T>;
+    using V = typename W::V;
+    static_assert(L * sizeof(T) == 64, "a block row is one 64-byte register");
     const int64_t H = static_cast<int64_t>(hb.size() / L);
     for (int64_t h = 0; h < H; ++h) {
-      T acc[L];
-      const T b = first->bias[h];
-      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] = b;
-      for (int64_t r = 0; r < first->n_in; ++r) {
-        const T c = first->weight[h * first->n_in + r];
-        const T* bv = rb.data() + r * L;
-        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] += c * bv[lane];
-      }
-      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) hb[h * L + lane] = acc[lane] > T(0) ? acc[lane] : T(0);
+      const T* w = first.weight + h * first.n_in;
+      V acc = W::splat(first.bias[h]);
+      for (int64_t r = 0; r < first.n_in; ++r) acc += w[r] * W::load(basis + r * L);
+      W::store(hb.data() + h * L, acc > T(0) ? acc : V{});
     }
   }
 
@@ -372,7 +399,7 @@ struct Block {
         for (int64_t i = 0; i < d; ++i) {
           T acc[NS][kRotGroup][L] = {};
           for (int64_t j = 0; j < d; ++j) {
-            const T* D = fr.data() + (b.frame_off + i * row_step + j * col_step) * L;
+            const T* D = frame_rows + (b.frame_off + i * row_step + j * col_step) * L;
             for (int s = 0; s < NS; ++s) {
               const T* v = in[s] + (b.off + u0 * d) * L;
               for (int64_t u = 0; u < nu; ++u)
@@ -400,7 +427,7 @@ struct Block {
     T acc[NI][NS][kRotGroup][L] = {};
     for (int64_t j = 0; j < d; ++j) {
       const T* D[NI];
-      for (int r = 0; r < NI; ++r) D[r] = fr.data() + (b.frame_off + (i0 + r) * row_step + j * col_step) * L;
+      for (int r = 0; r < NI; ++r) D[r] = frame_rows + (b.frame_off + (i0 + r) * row_step + j * col_step) * L;
       for (int s = 0; s < NS; ++s)
         for (int u = 0; u < kRotGroup; ++u) {
           const T* v = in[s] + (b.off + (u0 + u) * d + j) * L;
@@ -583,14 +610,14 @@ void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* sende
       const int64_t nc = std::min<int64_t>(kRotGroup, C - c0);
       if (nc == kRotGroup) {
         int64_t mp = 0;
-        for (; mp + 1 < ob.d; mp += 2) rotate_out_rows<T, L, NS, 2>(ob, blk.fr.data(), z, msg, C, c0, mp);
-        if (mp < ob.d) rotate_out_rows<T, L, NS, 1>(ob, blk.fr.data(), z, msg, C, c0, mp);
+        for (; mp + 1 < ob.d; mp += 2) rotate_out_rows<T, L, NS, 2>(ob, blk.frame_rows, z, msg, C, c0, mp);
+        if (mp < ob.d) rotate_out_rows<T, L, NS, 1>(ob, blk.frame_rows, z, msg, C, c0, mp);
         continue;
       }
       for (int64_t mp = 0; mp < ob.d; ++mp) {
         T acc[NS][kRotGroup][L] = {};
         for (int64_t m : ob.active_m) {
-          const T* D = blk.fr.data() + (ob.frame_off + mp * ob.d + m) * L;
+          const T* D = blk.frame_rows + (ob.frame_off + mp * ob.d + m) * L;
           for (int s = 0; s < NS; ++s) {
             const T* zz = z[s] + (m * C + c0) * L;
             for (int64_t c = 0; c < nc; ++c)
@@ -646,7 +673,7 @@ template <typename T, int L>
 void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* sender, const int64_t* receiver,
                     int64_t n_edges, int64_t n_pairs, const Strided<T>& hidden,
                     const Radial<T>& radial, const Strided<T>& frame, const T* mix, T* out,
-                    const FirstLayer<T>* first = nullptr) {
+                    const FirstLayer<T>* first = nullptr, const EdgeBlocks<T>* edge_blocks = nullptr) {
   int64_t max_d = 1;
   for (const auto& b : p.blocks) max_d = std::max(max_d, b.d);
   const int64_t n_single = n_edges - 2 * n_pairs;
@@ -670,12 +697,18 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
   at::parallel_for(0, n_work, grain, [&](int64_t w_begin, int64_t w_end) {
     T* acc_out = sums.mine();
     Block<T, L> blk(p, max_d * p.channels, radial.hidden, first != nullptr ? first->n_in : 0);
+    std::optional<glassmd_frames::FrameScratch<T, L>> frame_scratch;
+    if (edge_blocks != nullptr) frame_scratch.emplace(*edge_blocks->frames);
     for (int64_t w = w_begin; w < w_end; ++w) {
       if (w < 2 * pair_blocks) {
         if (w % 2 != 0) continue;
         const int64_t k0 = (w / 2) * L;
         const int nb = static_cast<int>(std::min<int64_t>(L, n_pairs - k0));
-        blk.gather_edge_rows(p, k0, nb, hidden, frame, first);
+        if (edge_blocks != nullptr) {
+          blk.edge_block(*edge_blocks, w / 2, *frame_scratch, *first);
+        } else {
+          blk.gather_edge_rows(p, k0, nb, hidden, frame, first);
+        }
         blk.radial_weights(p, radial);
         const int64_t* senders[2] = {sender + k0, sender + n_pairs + k0};
         const int64_t* receivers[2] = {receiver + k0, receiver + n_pairs + k0};
@@ -686,7 +719,11 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
       } else {
         const int64_t j0 = (w - 2 * pair_blocks) * L;
         const int nb = static_cast<int>(std::min<int64_t>(L, n_single - j0));
-        blk.gather_edge_rows(p, n_pairs + j0, nb, hidden, frame, first);
+        if (edge_blocks != nullptr) {
+          blk.edge_block(*edge_blocks, pair_blocks + j0 / L, *frame_scratch, *first);
+        } else {
+          blk.gather_edge_rows(p, n_pairs + j0, nb, hidden, frame, first);
+        }
         blk.radial_weights(p, radial);
         const int64_t* senders[1] = {sender + 2 * n_pairs + j0};
         const int64_t* receivers[1] = {receiver + 2 * n_pairs + j0};
@@ -727,7 +764,8 @@ inline void rotate_grad_rows(const OutBlock& ob, const T* fr, const T* go, T* gz
 template <typename T, int L>
 struct RadialGradTiles {
   static constexpr int64_t kBlocks = 16;
-  std::vector<T> g, h, sum_w, sum_b;  // [n_w][kBlocks][L], [H][kBlocks][L], [n_w * H], [n_w]
+  LaneVector<T> g, h;                // [n_w][kBlocks][L], [H][kBlocks][L]
+  std::vector<T> sum_w, sum_b;       // [n_w * H], [n_w]
   int64_t n_w = 0, H = 0, used = 0;
 
   static bool usable(int64_t hidden) {
@@ -967,9 +1005,9 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
   at::parallel_for(0, n_edges, edge_grain(n_edges), [&](int64_t e_begin, int64_t e_end) {
     T* gx_acc = grad_x_sums.mine();
     Block<T, L> blk(p, max_d * C, H);
-    std::vector<T> go(p.dim_out * L), gz(max_d * C * L), gxr(p.dim_in * L), gw(p.n_w * L), pre(p.n_w * L);
-    std::vector<T> ghid(H * L), y_scratch(C * L);
-    std::vector<T> gparam(n_param * L, T(0));  // per lane: reduced at the end
+    LaneVector<T> go(p.dim_out * L), gz(max_d * C * L), gxr(p.dim_in * L), gw(p.n_w * L), pre(p.n_w * L);
+    LaneVector<T> ghid(H * L), y_scratch(C * L);
+    LaneVector<T> gparam(n_param * L, T(0));  // per lane: reduced at the end
     T* gmix = gparam.data();
     T* grad_W = gmix + n_mix * L;
     T* grad_b = grad_W + p.n_w * H * L;
@@ -994,8 +1032,8 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
         if (ob.lo > 0 && C % kRotGroup == 0) {
           for (int64_t c0 = 0; c0 < C; c0 += kRotGroup) {
             int64_t m = 0;
-            for (; m + 1 < ob.d; m += 2) rotate_grad_rows<T, L, 2>(ob, blk.fr.data(), go.data(), gz.data(), C, c0, m);
-            if (m < ob.d) rotate_grad_rows<T, L, 1>(ob, blk.fr.data(), go.data(), gz.data(), C, c0, m);
+            for (; m + 1 < ob.d; m += 2) rotate_grad_rows<T, L, 2>(ob, blk.frame_rows, go.data(), gz.data(), C, c0, m);
+            if (m < ob.d) rotate_grad_rows<T, L, 1>(ob, blk.frame_rows, go.data(), gz.data(), C, c0, m);
           }
         } else
         for (int64_t c = 0; c < C; ++c) {
@@ -1007,7 +1045,7 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
             }
             T acc[L] = {};
             for (int64_t mp = 0; mp < ob.d; ++mp) {
-              const T* D = blk.fr.data() + (ob.frame_off + mp * ob.d + m) * L;
+              const T* D = blk.frame_rows + (ob.frame_off + mp * ob.d + m) * L;
               const T* gg = go.data() + (ob.out_off + c * ob.d + mp) * L;
               GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] += D[lane] * gg[lane];
             }
@@ -1107,6 +1145,41 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
   }
 }
 
+// The number of pairs of an EdgeBlocks array [n_blocks, n_basis + 4, L], from its last row (the lane kinds of
+// edge_blocks: 2 a pair, 1 an unpaired edge, 0 padding), checked against the edge count.
+// The blocks must be those of ceil(P / L) pair blocks then ceil(S / L) edge blocks, each filled from lane 0.
+template <typename T>
+int64_t edge_block_pairs(const Tensor& frame, int64_t n_edges) {
+  const int64_t n_blocks = frame.size(0), L = frame.size(2), kind_row = frame.size(1) - 1;
+  const T* base = frame.data_ptr<T>();
+  std::vector<int64_t> count[3] = {std::vector<int64_t>(n_blocks), std::vector<int64_t>(n_blocks),
+                                   std::vector<int64_t>(n_blocks)};
+  int64_t pairs = 0, edges = 0;
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const T* kind = base + b * frame.stride(0) + kind_row * frame.stride(1);
+    for (int64_t lane = 0; lane < L; ++lane) {
+      const T k = kind[lane];
+      TORCH_CHECK(k == T(0) || k == T(1) || k == T(2),
+                  "frame_conv_eval: the lane kinds of the edge blocks (last row) must be 0, 1 or 2");
+      ++count[static_cast<int>(k)][b];
+    }
+    pairs += count[2][b];
+    edges += count[1][b];
+  }
+  const int64_t pair_blocks = (pairs + L - 1) / L;
+  bool ok = 2 * pairs + edges == n_edges && n_blocks == pair_blocks + (edges + L - 1) / L;
+  for (int64_t b = 0; ok && b < n_blocks; ++b) {
+    const bool pair_block = b < pair_blocks;
+    const int64_t first = pair_block ? b * L : (b - pair_blocks) * L;
+    const int64_t expected = std::min<int64_t>(L, (pair_block ? pairs : edges) - first);
+    ok = count[pair_block ? 2 : 1][b] == expected && count[pair_block ? 1 : 2][b] == 0;
+  }
+  TORCH_CHECK(ok, "frame_conv_eval: the edge blocks (", n_blocks, " blocks: ", pairs, " pairs, ", edges,
+              " unpaired edges) do not match edge_index (", n_edges,
+              " edges); pass the edges and features of one call to glassmd::edge_blocks together");
+  return pairs;
+}
+
 struct Consts {
   Tensor rot_in, lo_meta, src_index, weight_index, active;
   int64_t dim_out, channels;
@@ -1119,13 +1192,16 @@ struct Call {
   Plan plan;
   Tensor first_weight, first_bias;  // defined for frame_conv_eval: `hidden` is then the radial basis
   Tensor reverse_flip;              // frame_conv_eval with paired edges (see forward_kernel)
+  std::optional<glassmd_frames::FramePlan> frames;  // frame_conv_eval with edge blocks: frames from vectors
   // frame_conv_factored: mix = mix_weight[mix_index] * mix_coef, and gradients go to mix_weight (MixGroups)
   Tensor mix_weight, mix_index, mix_coef;
   int64_t n_pairs = 0;
+  bool blocked = false;  // hidden and frame are EdgeBlocks (edge_frame_blocks), not rows
 
   Call(const Tensor& x_in, const Tensor& edge_index_in, const Tensor& hidden_in, const Tensor& w_in,
        const Tensor& b_in, bool relu, const Tensor& frame_in, const Tensor& mix_in, const Consts& k,
-       const Tensor& first_w = Tensor(), const Tensor& first_b = Tensor(), const Tensor& flip = Tensor())
+       const Tensor& first_w = Tensor(), const Tensor& first_b = Tensor(), const Tensor& flip = Tensor(),
+       const Tensor& alpha_coef = Tensor(), const Tensor& beta_coef = Tensor())
       : x(x_in.contiguous()),
         edge_index(edge_index_in.to(at::kLong).contiguous()),
         hidden(hidden_in),
@@ -1138,19 +1214,46 @@ struct Call {
         first_bias(first_b.defined() ? first_b.contiguous() : first_b),
         reverse_flip(flip.defined() ? flip.contiguous() : flip) {
     TORCH_CHECK(x.device().is_cpu(), "glassmd::frame_conv runs on the CPU; use the torch kernel on ", x.device());
-    TORCH_CHECK(x.dim() == 2 && hidden.dim() == 2 && frame.dim() == 2 && mix.dim() == 1, "frame_conv: bad ranks");
     TORCH_CHECK(edge_index.dim() == 2 && edge_index.size(0) == 2, "frame_conv: edge_index must be [2, E]");
     const int64_t n_edges = edge_index.size(1);
-    TORCH_CHECK(hidden.size(0) == frame.size(0), "frame_conv: radial features and frames differ in rows");
-    // Fewer rows than edges: the first 2 * n_pairs edges are pairs sharing a row (forward_kernel).
-    n_pairs = n_edges - frame.size(0);
-    if (!reverse_flip.defined()) {
-      TORCH_CHECK(n_pairs == 0, "frame_conv: radial features and frames need one row per edge");
+    blocked = frame.dim() == 3;
+    int64_t frame_dim = frame.size(1);
+    if (blocked) {
+      const int64_t lanes = static_cast<int64_t>(64 / x.element_size());
+      TORCH_CHECK(first_weight.defined() && reverse_flip.defined(),
+                  "frame_conv: edge blocks (3-d edge features) are read by frame_conv_eval only");
+      TORCH_CHECK(alpha_coef.defined() && beta_coef.defined() && alpha_coef.dim() == 2,
+                  "frame_conv_eval: edge blocks need alpha_coef and beta_coef (EdgeFrames) to compute the frames");
+      const int64_t l_max = glassmd_frames::FramePlan::l_max_of(alpha_coef.size(1));
+      TORCH_CHECK(l_max >= 1, "frame_conv_eval: alpha_coef has ", alpha_coef.size(1), " columns, not a frame size");
+      frames.emplace(alpha_coef, beta_coef, l_max);
+      frame_dim = frames->dim;
+      TORCH_CHECK(hidden.dim() == 3 && hidden.size(0) == frame.size(0) && frame.size(1) == 4 &&
+                      hidden.size(2) == lanes && frame.size(2) == lanes && hidden.stride(2) == 1 &&
+                      frame.stride(2) == 1 && hidden.stride(1) == lanes && frame.stride(1) == lanes &&
+                      hidden.stride(0) == frame.stride(0),
+                  "frame_conv_eval: edge blocks must be views of one [n_blocks, n_basis + 4, ", lanes,
+                  "] array from glassmd::edge_blocks (basis, and vectors with lane kinds)");
+      TORCH_CHECK(frame.scalar_type() == x.scalar_type() &&
+                      (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
+                  "frame_conv_eval: edge blocks must be float32 or float64, of the dtype of x");
+      n_pairs = x.scalar_type() == at::kFloat ? edge_block_pairs<float>(frame, n_edges)
+                                              : edge_block_pairs<double>(frame, n_edges);
     } else {
+      TORCH_CHECK(x.dim() == 2 && hidden.dim() == 2 && frame.dim() == 2, "frame_conv: bad ranks");
+      TORCH_CHECK(hidden.size(0) == frame.size(0), "frame_conv: radial features and frames differ in rows");
+      // Fewer rows than edges: the first 2 * n_pairs edges are pairs sharing a row (forward_kernel).
+      n_pairs = n_edges - frame.size(0);
+    }
+    TORCH_CHECK(x.dim() == 2 && mix.dim() == 1, "frame_conv: bad ranks");
+    if (!blocked && !reverse_flip.defined())
+      TORCH_CHECK(n_pairs == 0, "frame_conv: radial features and frames need one row per edge");
+    if (!blocked && reverse_flip.defined())
       TORCH_CHECK(n_pairs >= 0 && 2 * n_pairs <= n_edges,
                   "frame_conv_eval: paired edges need one row of radial features and frames per pair and per "
                   "unpaired edge");
-      TORCH_CHECK(reverse_flip.dim() == 1 && reverse_flip.size(0) == frame.size(1) &&
+    if (reverse_flip.defined()) {
+      TORCH_CHECK(reverse_flip.dim() == 1 && reverse_flip.size(0) == frame_dim &&
                       reverse_flip.scalar_type() == x.scalar_type(),
                   "frame_conv_eval: reverse_flip must hold one sign per frame column");
     }
@@ -1170,7 +1273,7 @@ struct Call {
     // The range of edge_index is checked by the kernels as they read it (forward_kernel), or before
     // (backward_cpu): two more passes over the edges per layer cost as much as a layer's small torch ops.
     plan = make_plan(k.rot_in, k.lo_meta, k.src_index, k.weight_index, k.active, x.size(1), k.dim_out, k.channels,
-                     radial_weight.size(0), frame.size(1), mix.numel());
+                     radial_weight.size(0), frame_dim, mix.numel());
     if (n_pairs > 0) plan.set_reverse_signs(reverse_flip.to(at::kFloat).contiguous().data_ptr<float>());
   }
 
@@ -1190,10 +1293,12 @@ Tensor forward_cpu(const Call& a) {
     FirstLayer<scalar_t> first{};
     if (a.first_weight.defined())
       first = {a.first_weight.data_ptr<scalar_t>(), a.first_bias.data_ptr<scalar_t>(), a.first_weight.size(1)};
+    EdgeBlocks<scalar_t> blocks{};
+    if (a.blocked) blocks = {a.hidden.data_ptr<scalar_t>(), a.frame.data_ptr<scalar_t>(), a.frame.stride(0), &*a.frames};
     forward_kernel<scalar_t, L>(a.plan, a.x.data_ptr<scalar_t>(), a.x.size(0), a.sender(), a.receiver(),
                                 a.n_edges(), a.n_pairs, Strided<scalar_t>(a.hidden), a.radial<scalar_t>(),
                                 Strided<scalar_t>(a.frame), a.mix.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                                a.first_weight.defined() ? &first : nullptr);
+                                a.first_weight.defined() ? &first : nullptr, a.blocked ? &blocks : nullptr);
   });
   return out;
 }
@@ -1244,10 +1349,12 @@ Tensor frame_conv_eval_cpu(const Tensor& x, const Tensor& edge_index, const Tens
                            bool output_relu, const Tensor& frame, const Tensor& mix, const Tensor& rot_in,
                            const Tensor& lo_meta, const Tensor& src_index, const Tensor& weight_index,
                            const Tensor& active, int64_t dim_out, int64_t channels,
-                           const std::optional<Tensor>& reverse_flip) {
+                           const std::optional<Tensor>& reverse_flip, const std::optional<Tensor>& alpha_coef,
+                           const std::optional<Tensor>& beta_coef) {
   return forward_cpu(Call(x, edge_index, basis, radial_weight, radial_bias, output_relu, frame, mix,
                           Consts{rot_in, lo_meta, src_index, weight_index, active, dim_out, channels},
-                          first_weight, first_bias, reverse_flip.value_or(Tensor())));
+                          first_weight, first_bias, reverse_flip.value_or(Tensor()), alpha_coef.value_or(Tensor()),
+                          beta_coef.value_or(Tensor())));
 }
 
 Tensor frame_conv_eval_autograd(const Tensor& x, const Tensor& edge_index, const Tensor& basis,
@@ -1255,7 +1362,8 @@ Tensor frame_conv_eval_autograd(const Tensor& x, const Tensor& edge_index, const
                                 const Tensor& radial_bias, bool output_relu, const Tensor& frame, const Tensor& mix,
                                 const Tensor& rot_in, const Tensor& lo_meta, const Tensor& src_index,
                                 const Tensor& weight_index, const Tensor& active, int64_t dim_out, int64_t channels,
-                                const std::optional<Tensor>& reverse_flip) {
+                                const std::optional<Tensor>& reverse_flip, const std::optional<Tensor>& alpha_coef,
+                                const std::optional<Tensor>& beta_coef) {
   if (torch::autograd::GradMode::is_enabled()) {
     for (const Tensor* t : {&x, &basis, &first_weight, &first_bias, &radial_weight, &radial_bias, &frame, &mix})
       TORCH_CHECK(!t->requires_grad(),
@@ -1265,7 +1373,7 @@ Tensor frame_conv_eval_autograd(const Tensor& x, const Tensor& edge_index, const
   at::AutoDispatchBelowADInplaceOrView guard;
   return frame_conv_eval_cpu(x, edge_index, basis, first_weight, first_bias, radial_weight, radial_bias,
                              output_relu, frame, mix, rot_in, lo_meta, src_index, weight_index, active, dim_out,
-                             channels, reverse_flip);
+                             channels, reverse_flip, alpha_coef, beta_coef);
 }
 
 // The mixing matrices of frame_conv_factored, M = mix_weight[mix_index] * mix_coef (FrameConvKernel.mix_matrices).
@@ -1375,7 +1483,7 @@ TORCH_LIBRARY(glassmd, m) {
       "frame_conv_eval(Tensor x, Tensor edge_index, Tensor basis, Tensor first_weight, Tensor first_bias, "
       "Tensor radial_weight, Tensor radial_bias, bool output_relu, Tensor frame, Tensor mix, Tensor rot_in, "
       "Tensor lo_meta, Tensor src_index, Tensor weight_index, Tensor active, int dim_out, int channels, "
-      "Tensor? reverse_flip=None) -> Tensor");
+      "Tensor? reverse_flip=None, Tensor? alpha_coef=None, Tensor? beta_coef=None) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(glassmd, CPU, m) {

@@ -153,3 +153,86 @@ def test_frames_kernel_matches_the_torch_formula(dtype, tol):
     torch.ops.glassmd.edge_frames_out(v, frames.alpha_coef, frames.beta_coef, 3, out[:, 10:])
     torch.testing.assert_close(out[:, 10:], expected, atol=tol, rtol=0)
     assert not out[:, :10].any()
+
+
+def paired_features(model, edge_index, edge_vec, blocked):
+    """The paired edges and their per-edge array: glassmd::edge_blocks (what GlassGNN.edge_inputs passes), or
+    one row of basis and frame per pair and per unpaired edge (what model files exported before it pass)."""
+    order, n_pairs = torch.ops.glassmd.pair_edges(edge_index, edge_vec)
+    index = edge_index.index_select(1, order)
+    vec = edge_vec.index_select(0, torch.cat([order[:n_pairs], order[2 * n_pairs :]]))
+    basis = model.edge_embedding.radial_basis(vec)
+    features = torch.ops.glassmd.edge_blocks(vec, basis, n_pairs) if blocked else model.edge_frame_rows(vec)
+    return index, features, vec, basis, n_pairs
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_edge_blocks_hold_each_row_in_its_lane(dtype):
+    """glassmd::edge_blocks: pairs' rows then unpaired rows, each section from a new block, feature-major,
+    lane kinds 2 / 1 / 0, padding lanes with a zero basis and the vector (0, 1, 0)."""
+    lanes = 64 // torch.empty(0, dtype=dtype).element_size()
+    generator = torch.Generator().manual_seed(7)
+    for n_pairs, n_single in [(37, 5), (2 * lanes, lanes), (0, 3), (5, 0), (0, 0)]:
+        n = n_pairs + n_single
+        vec = torch.randn(n, 3, dtype=dtype, generator=generator)
+        basis = torch.randn(n, 10, dtype=dtype, generator=generator)
+        blocks = torch.ops.glassmd.edge_blocks(vec, basis, n_pairs)
+        pair_blocks = -(-n_pairs // lanes)
+        assert blocks.shape == (pair_blocks - (-n_single // lanes), 14, lanes)
+        for row in range(n):
+            first = row < n_pairs
+            k = row if first else row - n_pairs
+            block, lane = (k // lanes if first else pair_blocks + k // lanes), k % lanes
+            assert torch.equal(blocks[block, :10, lane], basis[row])
+            assert torch.equal(blocks[block, 10:13, lane], vec[row])
+            assert blocks[block, 13, lane] == (2 if first else 1)
+        kinds = blocks[:, 13]
+        assert int((kinds == 2).sum()) == n_pairs and int((kinds == 1).sum()) == n_single
+        padding = kinds == 0
+        assert not blocks[:, :10][padding.unsqueeze(1).expand(-1, 10, -1)].any()
+        assert torch.all(blocks[:, 11][padding] == 1) and not blocks[:, 10][padding].any()
+    with pytest.raises(RuntimeError, match="n_pairs must lie in"):
+        torch.ops.glassmd.edge_blocks(torch.randn(4, 3), torch.randn(4, 10), 5)
+    with pytest.raises(RuntimeError, match="prefix must be"):
+        torch.ops.glassmd.edge_blocks(torch.randn(4, 3), torch.randn(3, 10), 1)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-6), (torch.float64, 1e-12)])
+def test_blocks_and_rows_give_the_same_convolution(dtype, tol):
+    """The evaluation kernel computes the frames of a block from its vectors: the same messages as from the
+    frames of edge_frame_rows (the layout of model files exported before edge_blocks)."""
+    types, edge_index, edge_vec = graph(150, (150 / 1.2) ** (1 / 3), seed=8, dtype=dtype, keep=0.85)
+    torch.manual_seed(1)
+    model = GlassGNN.create(ModelConfig(layers=2), dtype).eval()
+    conv = model.layers[1].conv
+    x = torch.randn(150, conv.irreps_in.dim, dtype=dtype)
+    with torch.no_grad():
+        out = {}
+        for blocked in (False, True):
+            index, features, *_ = paired_features(model, edge_index, edge_vec, blocked)
+            out[blocked] = conv(x, index, features[:, :0], features[:, :10], features[:, 10:])
+    assert torch.allclose(out[True], out[False], rtol=0, atol=tol * float(out[False].abs().max()))
+
+
+def test_edge_blocks_that_do_not_match_the_edges_are_an_error():
+    types, edge_index, edge_vec = graph(120, (120 / 1.2) ** (1 / 3), seed=9, dtype=torch.float32, keep=0.9)
+    model = GlassGNN(ModelConfig(layers=2)).eval()
+    conv = model.layers[1].conv
+    x = torch.randn(120, conv.irreps_in.dim)
+    index, blocks, vec, basis, n_pairs = paired_features(model, edge_index, edge_vec, True)
+    run = lambda i, b: conv(x, i, b[:, :0], b[:, :10], b[:, 10:])  # noqa: E731
+    with torch.no_grad():
+        run(index, blocks)
+        with pytest.raises(RuntimeError, match="do not match edge_index"):
+            run(index[:, :-1], blocks)  # one edge fewer than the blocks hold
+        with pytest.raises(RuntimeError, match="do not match edge_index"):
+            run(index, blocks[:-1])  # a block missing
+        shifted = torch.ops.glassmd.edge_blocks(vec, basis, n_pairs - 1)  # pairs and edges counted differently
+        with pytest.raises(RuntimeError, match="do not match edge_index"):
+            run(index, shifted)
+        bad = blocks.clone()
+        bad[0, 13, 0] = 3.0
+        with pytest.raises(RuntimeError, match="lane kinds"):
+            run(index, bad)
+        with pytest.raises(RuntimeError, match="views of one"):
+            run(index, blocks.contiguous()[:, :, :8])

@@ -113,7 +113,8 @@ def test_layer_by_layer_with_ghost_exchange_equals_forward(tmp_path, ka_small, d
             r["node_attr"] = module.node_attributes(torch.from_numpy(types[r["atoms"]]))
             if paired:
                 r["edge_index"], r["edge_feat"] = module.prepare_edges(r["edge_index"], r["edge_vec"].to(dtype))
-                n_pairs = r["edge_index"].shape[1] - r["edge_feat"].shape[0]
+                feat = r["edge_feat"]  # edge blocks (glassmd::edge_blocks): the last row holds the lane kinds
+                n_pairs = int((feat[:, -1] == 2).sum()) if feat.dim() == 3 else r["edge_index"].shape[1] - feat.shape[0]
                 assert 0 < 2 * n_pairs < r["edge_index"].shape[1]
             else:
                 r["edge_feat"] = module.edge_features(r["edge_vec"].to(dtype))

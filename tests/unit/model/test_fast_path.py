@@ -184,8 +184,10 @@ def test_export_of_fast_path_round_trips_and_matches_reference(tmp_path):
         # Edge features of the edge-frame kernels: radial basis and frames, no harmonics.
         edge_feat = module.edge_features(edge_vec)
         assert edge_feat.shape == (edge_vec.shape[0], 10 + frame_dim(2))
+        # Paired: edge blocks of glassmd::edge_blocks (basis, vectors, and in the last row the lane kinds)
         paired_index, paired_feat = module.prepare_edges(edge_index, edge_vec)
-        n_pairs = paired_index.shape[1] - paired_feat.shape[0]
+        assert paired_feat.dim() == 3 and paired_feat.shape[1] == 10 + 3 + 1
+        n_pairs = int((paired_feat[:, -1] == 2).sum())
         assert 2 * n_pairs == edge_vec.shape[0]  # a full periodic list: every edge has its reverse
         node_attr = module.node_attributes(types)
         y_layers = []
