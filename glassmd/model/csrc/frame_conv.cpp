@@ -300,15 +300,17 @@ struct Block {
 
   // hb = relu(W1 basis + b1), basis [n_in][L].
   void first_layer(const FirstLayer<T>& first, const T* basis) {
-    using W = Simd<T>;
-    using V = typename W::V;
-    static_assert(L * sizeof(T) == 64, "a block row is one 64-byte register");
     const int64_t H = static_cast<int64_t>(hb.size() / L);
     for (int64_t h = 0; h < H; ++h) {
-      const T* w = first.weight + h * first.n_in;
-      V acc = W::splat(first.bias[h]);
-      for (int64_t r = 0; r < first.n_in; ++r) acc += w[r] * W::load(basis + r * L);
-      W::store(hb.data() + h * L, acc > T(0) ? acc : V{});
+      T acc[L];
+      const T b = first.bias[h];
+      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] = b;
+      for (int64_t r = 0; r < first.n_in; ++r) {
+        const T c = first.weight[h * first.n_in + r];
+        const T* bv = basis + r * L;
+        GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[lane] += c * bv[lane];
+      }
+      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) hb[h * L + lane] = acc[lane] > T(0) ? acc[lane] : T(0);
     }
   }
 
