@@ -9,8 +9,9 @@ Configurations are uniform random positions at the Kob-Andersen density 1.2 (abo
 particle at d_c = 2), 80:20 types, sorted by spatial bin as LAMMPS keeps its atoms (``--unsorted``: random
 memory order). Timings are wall-clock, float32, the paper's model config; the minimum and
 median over repeats are printed because the machine may be shared (the load average is printed too).
-Peak memory per particle is the growth of the peak resident set (``VmHWM``; ``ru_maxrss`` would carry the
-parent's peak across fork/exec) during one forward, measured in a fresh subprocess per size.
+Peak memory per particle is the growth of the peak resident set (``VmHWM``, reset to the current one before the
+forward; ``ru_maxrss`` would carry the parent's peak across fork/exec) during one forward, measured in a fresh
+subprocess per size.
 """
 
 import argparse
@@ -75,9 +76,20 @@ def build_model():
     return model.eval()
 
 
-def peak_rss_kib():
+def status_kib(field):
     with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+def reset_peak_rss():
+    """Return the heap's free memory to the system (glibc ``malloc_trim``) and set the peak resident set
+    (VmHWM) to the current one (Linux: "5" into clear_refs), so that the growth measured is the forward's own:
+    otherwise memory freed after building the graph, or a peak left by it, hides the forward's allocations."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
 
 
 def memory_child(n, implementation):
@@ -88,9 +100,10 @@ def memory_child(n, implementation):
     graph = configuration(n)
     with torch.no_grad():
         model(*configuration(80, seed=2)[1:])  # load kernels with a tiny graph: keeps the baseline low
-        before = peak_rss_kib()
+        reset_peak_rss()
+        before = status_kib("VmRSS")
         model(*graph[1:])
-        after = peak_rss_kib()
+        after = status_kib("VmHWM")
     print(json.dumps({"n": n, "kib": after - before}))
 
 
