@@ -132,7 +132,7 @@ Tensor edge_frame_rows_cpu(const Tensor& edge_vec_in, const Tensor& prefix_in, c
 // of lanes, each section starting a block, [n_blocks, n_prefix + 4, L], feature-major: the prefix (the radial
 // basis), the edge vector, and a row of lane kinds saying what a lane holds: 2 a pair, 1 an unpaired edge,
 // 0 padding (the last block of each section may be partial; its padding lanes hold the vector (0, 1, 0)).
-// The kernel computes the frames of a block from its vectors: 93 rows of basis and frame per edge were the
+// The kernel computes the frames of a block from its vectors: 93 values of basis and frame per edge were the
 // largest array of a forward, and reading it back in every layer cost more than computing the frames again.
 Tensor edge_blocks_cpu(const Tensor& edge_vec_in, const Tensor& prefix_in, int64_t n_pairs) {
   const Tensor edge_vec = checked_edge_vec(edge_vec_in, "edge_blocks");

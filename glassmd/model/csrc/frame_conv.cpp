@@ -224,7 +224,6 @@ struct EdgeBlocks {
   const glassmd_frames::FramePlan* frames;
 };
 
-
 // Gathers of one block of edges into lane-major buffers [feature][L]; missing lanes are zero.
 template <typename T, int L>
 struct Block {
@@ -1034,7 +1033,8 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
         if (ob.lo > 0 && C % kRotGroup == 0) {
           for (int64_t c0 = 0; c0 < C; c0 += kRotGroup) {
             int64_t m = 0;
-            for (; m + 1 < ob.d; m += 2) rotate_grad_rows<T, L, 2>(ob, blk.frame_rows, go.data(), gz.data(), C, c0, m);
+            for (; m + 1 < ob.d; m += 2)
+              rotate_grad_rows<T, L, 2>(ob, blk.frame_rows, go.data(), gz.data(), C, c0, m);
             if (m < ob.d) rotate_grad_rows<T, L, 1>(ob, blk.frame_rows, go.data(), gz.data(), C, c0, m);
           }
         } else
@@ -1198,7 +1198,7 @@ struct Call {
   // frame_conv_factored: mix = mix_weight[mix_index] * mix_coef, and gradients go to mix_weight (MixGroups)
   Tensor mix_weight, mix_index, mix_coef;
   int64_t n_pairs = 0;
-  bool blocked = false;  // hidden and frame are EdgeBlocks (edge_frame_blocks), not rows
+  bool blocked = false;  // hidden and frame are EdgeBlocks (glassmd::edge_blocks), not rows
 
   Call(const Tensor& x_in, const Tensor& edge_index_in, const Tensor& hidden_in, const Tensor& w_in,
        const Tensor& b_in, bool relu, const Tensor& frame_in, const Tensor& mix_in, const Consts& k,
@@ -1296,7 +1296,8 @@ Tensor forward_cpu(const Call& a) {
     if (a.first_weight.defined())
       first = {a.first_weight.data_ptr<scalar_t>(), a.first_bias.data_ptr<scalar_t>(), a.first_weight.size(1)};
     EdgeBlocks<scalar_t> blocks{};
-    if (a.blocked) blocks = {a.hidden.data_ptr<scalar_t>(), a.frame.data_ptr<scalar_t>(), a.frame.stride(0), &*a.frames};
+    if (a.blocked)
+      blocks = {a.hidden.data_ptr<scalar_t>(), a.frame.data_ptr<scalar_t>(), a.frame.stride(0), &*a.frames};
     forward_kernel<scalar_t, L>(a.plan, a.x.data_ptr<scalar_t>(), a.x.size(0), a.sender(), a.receiver(),
                                 a.n_edges(), a.n_pairs, Strided<scalar_t>(a.hidden), a.radial<scalar_t>(),
                                 Strided<scalar_t>(a.frame), a.mix.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
