@@ -103,50 +103,54 @@ struct FramePlan {
 // The sums of one factor (A or B) as a table of equal rows: per non-zero entry, `width` terms (harmonic row
 // offset, coefficient), padded with zero coefficients. Every entry then runs the same number of multiply-adds:
 // with each entry's own count (1 to 4) the loop exits were mispredicted, and the frames of a block took 4x
-// their arithmetic.
+// their arithmetic. The non-zero entries are stored compactly (27 of A's 83 and 43 of B's for l_max = 3),
+// then one row of zeros: a block's buffers, tables and node rows already exceed L1, and 6 KB less of them made
+// a forward 3% faster (A/B, N = 1000 and 4096, 2 threads).
 template <typename T, int L>
 struct FactorTable {
-  int64_t width = 1;
-  std::vector<int32_t> entry, offset;  // out row offset per entry; harmonic row offset per term
+  int64_t width = 1, rows = 0;          // terms per entry; non-zero entries (the zero row is `rows`)
+  std::vector<int32_t> offset;          // harmonic row offset per term
+  std::vector<int32_t> slot_of;         // per entry of the factor: its row, or the zero row
   std::vector<T> coef;
-  FactorTable(const std::vector<Term>& terms, const std::vector<int64_t>& begin, int64_t dim) {
+  FactorTable(const std::vector<Term>& terms, const std::vector<int64_t>& begin, int64_t dim) : slot_of(dim) {
     for (int64_t f = 0; f < dim; ++f) width = std::max(width, begin[f + 1] - begin[f]);
     for (int64_t f = 0; f < dim; ++f) {
       if (begin[f] == begin[f + 1]) continue;
-      entry.push_back(static_cast<int32_t>(f * L));
+      slot_of[f] = static_cast<int32_t>(rows++);
       for (int64_t t = 0; t < width; ++t) {
         const bool real = begin[f] + t < begin[f + 1];
         offset.push_back(real ? static_cast<int32_t>(terms[begin[f] + t].feature * L) : 0);
         coef.push_back(real ? static_cast<T>(terms[begin[f] + t].coef) : T(0));
       }
     }
+    for (int64_t f = 0; f < dim; ++f)
+      if (begin[f] == begin[f + 1]) slot_of[f] = static_cast<int32_t>(rows);
   }
 };
 
-// Per-thread buffers of frames_of_block, and the plan in T with lane-major offsets. A and B have one more row,
-// of zeros, that pads the products of the D entries with fewer than `product_width` of them.
+// Per-thread buffers of frames_of_block, and the plan in T with lane-major offsets. The products of the D
+// entries with fewer than `product_width` of them are padded with the zero rows of A and B.
 template <typename T, int L>
 struct FrameScratch {
-  glassmd_lanes::LaneVector<T> fa, fb, A, B;
   FactorTable<T, L> a_table, b_table;
+  glassmd_lanes::LaneVector<T> fa, fb, A, B;
   int64_t product_width = 1;
   std::vector<int32_t> product_offset;  // per D entry, product_width (A row, B row) offsets
   explicit FrameScratch(const FramePlan& p)
-      : fa(p.n_features * L),
+      : a_table(p.a_terms, p.a_begin, p.dim),
+        b_table(p.b_terms, p.b_begin, p.dim),
+        fa(p.n_features * L),
         fb(p.n_features * L),
-        A((p.dim + 1) * L, T(0)),
-        B((p.dim + 1) * L, T(0)),
-        a_table(p.a_terms, p.a_begin, p.dim),
-        b_table(p.b_terms, p.b_begin, p.dim) {
+        A((a_table.rows + 1) * L, T(0)),
+        B((b_table.rows + 1) * L, T(0)) {
     for (int64_t f = 0; f < p.dim; ++f)
       product_width = std::max(product_width, p.product_begin[f + 1] - p.product_begin[f]);
-    const int32_t zero_row = static_cast<int32_t>(p.dim * L);
     for (int64_t f = 0; f < p.dim; ++f)
       for (int64_t t = 0; t < product_width; ++t) {
         const int64_t q = p.product_begin[f] + t;
         const bool real = q < p.product_begin[f + 1];
-        product_offset.push_back(real ? static_cast<int32_t>(p.products[q].first * L) : zero_row);
-        product_offset.push_back(real ? static_cast<int32_t>(p.products[q].second * L) : zero_row);
+        product_offset.push_back(L * (real ? a_table.slot_of[p.products[q].first] : a_table.rows));
+        product_offset.push_back(L * (real ? b_table.slot_of[p.products[q].second] : b_table.rows));
       }
   }
 };
@@ -192,13 +196,13 @@ void frames_of_block(const FramePlan& p, const T* x, const T* y, const T* z, Fra
   // products: with lane loops (GLASSMD_LANES) inside these loops over terms, GCC vectorised across the terms
   // with gathers and kept the sums on the stack, and the frames of a block took 3x longer.
   auto factor = [&](const FactorTable<T, L>& table, const T* h, T* out) {
-    const int64_t n = static_cast<int64_t>(table.entry.size()), w = table.width;
-    for (int64_t e = 0; e < n; ++e) {
+    const int64_t w = table.width;
+    for (int64_t e = 0; e < table.rows; ++e) {
       const int32_t* off = table.offset.data() + e * w;
       const T* c = table.coef.data() + e * w;
       V acc = W::load(h + off[0]) * c[0];
       for (int64_t t = 1; t < w; ++t) acc += W::load(h + off[t]) * c[t];
-      W::store(out + table.entry[e], acc);
+      W::store(out + e * L, acc);
     }
   };
   factor(s.a_table, s.fa.data(), s.A.data());
