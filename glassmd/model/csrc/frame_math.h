@@ -30,12 +30,11 @@ struct Term {
 };
 
 // The constants: per factor the non-zero (entry, harmonic, coefficient) terms; per l block its offset and
-// size; per row of A the columns where A is not identically zero.
+// size; per entry of D its products of an entry of A and one of B, both not identically zero.
 struct FramePlan {
   int64_t n_features = 0, dim = 0;
   std::vector<Term> a_terms, b_terms;
   std::vector<int64_t> block_off, block_d;
-  std::vector<std::vector<int64_t>> a_columns;  // per row index of the whole frame (offset + i), the m with A != 0
   // The terms of each factor grouped by entry (a_terms and b_terms are in entry order): [begin, end) per
   // entry, empty for the entries that are identically zero.
   std::vector<int64_t> a_begin, b_begin;
@@ -73,20 +72,15 @@ struct FramePlan {
     };
     group(a_terms, a_begin);
     group(b_terms, b_begin);
-    a_columns.resize(dim);
-    for (size_t blk = 0; blk < block_off.size(); ++blk) {
-      const int64_t o = block_off[blk], d = block_d[blk];
-      for (int64_t i = 0; i < d; ++i)
-        for (int64_t m = 0; m < d; ++m)
-          if (a_nonzero[o + i * d + m]) a_columns[o + i].push_back(m);
-    }
+    // D[i][j] = sum over m of A[i][m] B[m][j]; A turns about the polar axis, two non-zeros per row at most
     product_begin.assign(1, 0);
     for (size_t blk = 0; blk < block_off.size(); ++blk) {
       const int64_t o = block_off[blk], d = block_d[blk];
       for (int64_t i = 0; i < d; ++i)
         for (int64_t j = 0; j < d; ++j) {
-          for (int64_t m : a_columns[o + i])
-            if (b_begin[o + m * d + j] < b_begin[o + m * d + j + 1]) products.push_back({o + i * d + m, o + m * d + j});
+          for (int64_t m = 0; m < d; ++m)
+            if (a_nonzero[o + i * d + m] && b_begin[o + m * d + j] < b_begin[o + m * d + j + 1])
+              products.push_back({o + i * d + m, o + m * d + j});
           product_begin.push_back(static_cast<int64_t>(products.size()));
         }
     }
