@@ -346,23 +346,40 @@ struct Block {
       if (r.hidden != 16) return false;
       __m512 h[16];
       for (int i = 0; i < 16; ++i) h[i] = _mm512_loadu_ps(hb.data() + i * 16);
-      const __m512 zero = _mm512_setzero_ps();
-      for (int64_t k = 0; k < p.n_w; ++k) {
-        const float* wk = r.weight + k * 16;
-        __m512 acc0 = _mm512_set1_ps(r.bias[k]), acc1 = _mm512_setzero_ps();
-        for (int i = 0; i < 16; i += 2) {  // two chains: FMA latency, not throughput, bounds one chain
-          acc0 = _mm512_fmadd_ps(_mm512_set1_ps(wk[i]), h[i], acc0);
-          acc1 = _mm512_fmadd_ps(_mm512_set1_ps(wk[i + 1]), h[i + 1], acc1);
-        }
-        const __m512 acc = _mm512_add_ps(acc0, acc1);
-        if (pre != nullptr) _mm512_storeu_ps(pre + k * 16, acc);
-        _mm512_storeu_ps(wb.data() + k * 16, r.output_relu ? _mm512_max_ps(acc, zero) : acc);
-      }
+      int64_t k = 0;
+      for (; k + kOutputs <= p.n_w; k += kOutputs) radial_outputs<kOutputs>(r, h, k, pre);
+      for (; k < p.n_w; ++k) radial_outputs<1>(r, h, k, pre);
       return true;
     }
 #endif
     return false;
   }
+
+#if defined(__AVX512F__)
+  // Outputs k .. k+NK-1 of the last radial layer from the hidden values in h. NK outputs side by side: their
+  // 2 NK chains of multiply-adds are independent in program order (one output at a time left the FMA units
+  // waiting on each chain's latency).
+  static constexpr int kOutputs = 4;
+  template <int NK>
+  void radial_outputs(const Radial<T>& r, const __m512* h, int64_t k, T* pre) {
+    __m512 acc[NK][2];
+    for (int t = 0; t < NK; ++t) {
+      acc[t][0] = _mm512_set1_ps(r.bias[k + t]);
+      acc[t][1] = _mm512_setzero_ps();
+    }
+    const float* wk = r.weight + k * 16;
+    for (int i = 0; i < 16; i += 2)
+      for (int t = 0; t < NK; ++t) {
+        acc[t][0] = _mm512_fmadd_ps(_mm512_set1_ps(wk[t * 16 + i]), h[i], acc[t][0]);
+        acc[t][1] = _mm512_fmadd_ps(_mm512_set1_ps(wk[t * 16 + i + 1]), h[i + 1], acc[t][1]);
+      }
+    for (int t = 0; t < NK; ++t) {
+      const __m512 sum = _mm512_add_ps(acc[t][0], acc[t][1]);
+      if (pre != nullptr) _mm512_storeu_ps(pre + (k + t) * 16, sum);
+      _mm512_storeu_ps(wb.data() + (k + t) * 16, r.output_relu ? _mm512_max_ps(sum, _mm512_setzero_ps()) : sum);
+    }
+  }
+#endif
 
   // x' = D^T x for every l >= 1 block of the senders' features of NS streams; l = 0 features are copied. The
   // second stream (the reverse edges, frame D S) gets S x' (Plan::set_reverse_signs), the signs applied as the
@@ -760,12 +777,15 @@ inline void rotate_grad_rows(const OutBlock& ob, const T* fr, const T* go, T* gz
 
 // Gradient of the last radial layer's weights, dW[k][h] = sum over edges of g[k] h[h]: summing it into
 // per-lane accumulators every block streams all n_w x hidden x 16 of them (147 KB, out of L1) through a
-// load and a store per multiply-add. Instead the g and h vectors of kBlocks blocks are kept, then reduced
-// with the 16 accumulators of one row of dW in registers (float, 16 lanes, 16 hidden values, AVX-512).
+// load and a store per multiply-add. Instead the g vectors of kBlocks blocks and their hidden rows (edge-major,
+// one AVX-512 register per edge) are kept, then reduced as a small matrix product: kRows rows of dW stay in
+// registers over all the edges of the tile, each multiply-add taking g[k][e] as a broadcast operand, and no
+// sum across lanes is needed (lanes are hidden values). Float, 16 lanes, 16 hidden values, AVX-512.
 template <typename T, int L>
 struct RadialGradTiles {
   static constexpr int64_t kBlocks = 16;
-  LaneVector<T> g, h;                // [n_w][kBlocks][L], [H][kBlocks][L]
+  static constexpr int kRows = 24;   // rows of dW per pass: 24 accumulators, one hidden row, spare registers
+  LaneVector<T> g, h;                // [n_w][kBlocks][L], [kBlocks * L][H]
   std::vector<T> sum_w, sum_b;       // [n_w * H], [n_w]
   int64_t n_w = 0, H = 0, used = 0;
 
@@ -786,32 +806,50 @@ struct RadialGradTiles {
       T* dst = g.data() + (k * kBlocks + used) * L;
       GLASSMD_LANES for (int lane = 0; lane < L; ++lane) dst[lane] = gw[k * L + lane];
     }
-    for (int64_t i = 0; i < H; ++i) {
-      T* dst = h.data() + (i * kBlocks + used) * L;
-      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) dst[lane] = hb[i * L + lane];
-    }
+    T* rows[L];
+    for (int lane = 0; lane < L; ++lane) rows[lane] = h.data() + (used * L + lane) * H;
+    glassmd_lanes::lanes_to_rows(hb, H, rows);
     if (++used == kBlocks) flush();
   }
 
   void flush() {
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float> && L == 16) {
+      int64_t k0 = 0;
+      for (; k0 + kRows <= n_w; k0 += kRows) flush_rows<kRows>(k0);
+      for (; k0 + 8 <= n_w; k0 += 8) flush_rows<8>(k0);
+      for (; k0 < n_w; ++k0) flush_rows<1>(k0);
       for (int64_t k = 0; k < n_w; ++k) {
-        __m512 acc[16], acc_b = _mm512_setzero_ps();
-        for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
-        for (int64_t j = 0; j < used; ++j) {
-          const __m512 gv = _mm512_loadu_ps(g.data() + (k * kBlocks + j) * 16);
-          acc_b = _mm512_add_ps(acc_b, gv);
-          for (int i = 0; i < 16; ++i)
-            acc[i] = _mm512_fmadd_ps(gv, _mm512_loadu_ps(h.data() + (i * kBlocks + j) * 16), acc[i]);
-        }
-        for (int i = 0; i < 16; ++i) sum_w[k * 16 + i] += _mm512_reduce_add_ps(acc[i]);
+        __m512 acc_b = _mm512_setzero_ps();
+        for (int64_t j = 0; j < used; ++j)
+          acc_b = _mm512_add_ps(acc_b, _mm512_load_ps(g.data() + (k * kBlocks + j) * 16));
         sum_b[k] += _mm512_reduce_add_ps(acc_b);
       }
     }
 #endif
     used = 0;
   }
+
+#if defined(__AVX512F__)
+  template <int NK>
+  void flush_rows(int64_t k0) {
+    __m512 acc[NK];
+#pragma GCC unroll 32
+    for (int t = 0; t < NK; ++t) acc[t] = _mm512_setzero_ps();
+    const float* gk = g.data() + k0 * kBlocks * 16;
+    const int64_t n_edges = used * 16;
+    for (int64_t e = 0; e < n_edges; ++e) {
+      const __m512 hv = _mm512_load_ps(h.data() + e * 16);
+#pragma GCC unroll 32  // (left rolled, GCC keeps the accumulators on the stack)
+      for (int t = 0; t < NK; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(gk[t * kBlocks * 16 + e]), hv, acc[t]);
+    }
+#pragma GCC unroll 32
+    for (int t = 0; t < NK; ++t) {
+      float* s = sum_w.data() + (k0 + t) * 16;
+      _mm512_storeu_ps(s, _mm512_add_ps(_mm512_loadu_ps(s), acc[t]));
+    }
+  }
+#endif
 };
 
 // The hidden-value gradient of the last radial layer, gh[h] = sum_k W[k][h] relu'(pre[k]) gw[k], with the
