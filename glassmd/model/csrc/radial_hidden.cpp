@@ -57,9 +57,17 @@ void check_inputs(const Tensor& basis, const Tensor& weight, const Tensor& bias,
 }
 
 // The dropout factors of one row: 2 for the hidden values an edge keeps, 0 for the others (1 without dropout).
-template <typename T>
-inline void dropout_factors(bool drop, int32_t bits, int64_t H, T* factor) {
-  for (int64_t c = 0; c < H; c++) factor[c] = drop ? T(2 * ((uint32_t(bits) >> c) & 1u)) : T(1);
+// HC: H when known at compile time. (One vector shift and convert per row; as a scalar loop over the bits it
+// was the largest part of a backward row.)
+template <typename T, int HC>
+inline void dropout_factors(bool drop, int32_t bits, int64_t H_rt, T* factor) {
+  const int64_t H = HC > 0 ? HC : H_rt;
+  const uint32_t word = static_cast<uint32_t>(bits);
+  if (!drop) {
+    GLASSMD_LANES for (int64_t c = 0; c < H; c++) factor[c] = T(1);
+    return;
+  }
+  GLASSMD_LANES for (int64_t c = 0; c < H; c++) factor[c] = T(static_cast<int32_t>(2 * ((word >> c) & 1u)));
 }
 
 // Rows are processed with the hidden index innermost (16 values: one vector register of floats); per-block
@@ -68,10 +76,12 @@ constexpr int64_t kMaxHidden = 32;
 
 // The relu activations of one row, a = relu(W x + b), into a[0..H). They are recomputed wherever a pass needs
 // them (10 multiply-adds per value) rather than stored: an [E, H] array written once and read three times cost
-// more than the arithmetic. HC: H when known at compile time (the paper's 16: every loop one register), 0: H.
-template <typename T, int HC>
-inline void activations(const T* x, const T* wt, const T* b, int64_t R, int64_t H_rt, T* a) {
+// more than the arithmetic. HC: H when known at compile time (the paper's 16: every loop one register), 0: H;
+// RC: likewise R (the paper's 10 basis functions: the loops over them unrolled, sums kept in registers).
+template <typename T, int HC, int RC>
+inline void activations(const T* x, const T* wt, const T* b, int64_t R_rt, int64_t H_rt, T* a) {
   const int64_t H = HC > 0 ? HC : H_rt;
+  const int64_t R = RC > 0 ? RC : R_rt;
   T v[kMaxHidden];
   GLASSMD_LANES for (int64_t c = 0; c < H; c++) v[c] = b[c];
   for (int64_t r = 0; r < R; r++) {
@@ -82,11 +92,11 @@ inline void activations(const T* x, const T* wt, const T* b, int64_t R, int64_t 
 }
 
 // Forward: hidden values, batch mean and biased batch variance.
-template <typename T, int HC>
+template <typename T, int HC, int RC>
 void forward_impl(const Tensor& basis, const Tensor& weight, const Tensor& bias, const Tensor& gamma,
                   const Tensor& beta, const Tensor& draws, double eps, bool drop, Tensor& out, Tensor& mean_out,
                   Tensor& var_out) {
-  const int64_t E = basis.size(0), R = basis.size(1), H = HC > 0 ? HC : weight.size(0);
+  const int64_t E = basis.size(0), R = RC > 0 ? RC : basis.size(1), H = HC > 0 ? HC : weight.size(0);
   const Tensor weight_t = weight.t().contiguous();  // [R, H]
   const T* x = basis.data_ptr<T>();
   const T* wt = weight_t.data_ptr<T>();
@@ -100,7 +110,7 @@ void forward_impl(const Tensor& basis, const Tensor& weight, const Tensor& bias,
     for (int64_t blk = b0; blk < b1; blk++) {
       T s[kMaxHidden] = {}, q[kMaxHidden] = {}, u[kMaxHidden];
       for (int64_t e = blk * kBlock; e < std::min(E, (blk + 1) * kBlock); e++) {
-        activations<T, HC>(x + e * R, wt, b, R, H, u);
+        activations<T, HC, RC>(x + e * R, wt, b, R, H, u);
         GLASSMD_LANES for (int64_t c = 0; c < H; c++) {
           s[c] += u[c];
           q[c] += u[c] * u[c];
@@ -132,8 +142,8 @@ void forward_impl(const Tensor& basis, const Tensor& weight, const Tensor& bias,
   at::parallel_for(0, E, 1024, [&](int64_t e0, int64_t e1) {
     T factor[kMaxHidden], u[kMaxHidden];
     for (int64_t e = e0; e < e1; e++) {
-      dropout_factors(drop, bits[e], H, factor);
-      activations<T, HC>(x + e * R, wt, b, R, H, u);
+      dropout_factors<T, HC>(drop, bits[e], H, factor);
+      activations<T, HC, RC>(x + e * R, wt, b, R, H, u);
       T* ye = y + e * H;
       GLASSMD_LANES for (int64_t c = 0; c < H; c++) ye[c] = (u[c] * scale[c] + shift[c]) * factor[c];
     }
@@ -141,12 +151,12 @@ void forward_impl(const Tensor& basis, const Tensor& weight, const Tensor& bias,
 }
 
 // Backward: gradients of basis (if wanted), weight, bias, gamma, beta.
-template <typename T, int HC>
+template <typename T, int HC, int RC>
 void backward_impl(const Tensor& grad_out, const Tensor& basis, const Tensor& weight, const Tensor& bias,
                    const Tensor& gamma, const Tensor& mean_t, const Tensor& var_t, const Tensor& draws, double eps,
                    bool drop, bool want_basis, Tensor& g_basis, Tensor& g_weight, Tensor& g_bias,
                    Tensor& g_gamma, Tensor& g_beta) {
-  const int64_t E = basis.size(0), R = basis.size(1), H = HC > 0 ? HC : weight.size(0);
+  const int64_t E = basis.size(0), R = RC > 0 ? RC : basis.size(1), H = HC > 0 ? HC : weight.size(0);
   const Tensor weight_t = weight.t().contiguous();  // [R, H]
   const T* go = grad_out.data_ptr<T>();
   const T* x = basis.data_ptr<T>();
@@ -168,8 +178,8 @@ void backward_impl(const Tensor& grad_out, const Tensor& basis, const Tensor& we
     for (int64_t blk = b0; blk < b1; blk++) {
       T s[kMaxHidden] = {}, d[kMaxHidden] = {};
       for (int64_t e = blk * kBlock; e < std::min(E, (blk + 1) * kBlock); e++) {
-        dropout_factors(drop, bits[e], H, factor);
-        activations<T, HC>(x + e * R, wt, bi, R, H, ae);
+        dropout_factors<T, HC>(drop, bits[e], H, factor);
+        activations<T, HC, RC>(x + e * R, wt, bi, R, H, ae);
         const T* ge = go + e * H;
         GLASSMD_LANES for (int64_t c = 0; c < H; c++) {
           const T gy = ge[c] * factor[c];
@@ -199,15 +209,19 @@ void backward_impl(const Tensor& grad_out, const Tensor& basis, const Tensor& we
   std::vector<double> w_part(n_blocks * R * H, 0.0), b_part(n_blocks * H, 0.0);  // weight part as [R, H]
   T* gx = want_basis ? g_basis.data_ptr<T>() : nullptr;
   at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<T> gw(R * H);
+    // With R and H known the weight gradient of a block lives in registers (the paper's: 10 vectors of 16).
+    constexpr int64_t kLocal = RC > 0 && HC > 0 ? RC * HC : 1;
+    T gw_local[kLocal];
+    std::vector<T> gw_heap(kLocal > 1 ? 0 : R * H);
+    T* gw = kLocal > 1 ? gw_local : gw_heap.data();
     T factor[kMaxHidden], pre[kMaxHidden], ae[kMaxHidden];
     for (int64_t blk = b0; blk < b1; blk++) {
-      std::fill(gw.begin(), gw.end(), T(0));
+      std::fill(gw, gw + R * H, T(0));
       T gbias[kMaxHidden] = {};
       for (int64_t e = blk * kBlock; e < std::min(E, (blk + 1) * kBlock); e++) {
-        dropout_factors(drop, bits[e], H, factor);
+        dropout_factors<T, HC>(drop, bits[e], H, factor);
         const T* xe = x + e * R;
-        activations<T, HC>(xe, wt, bi, R, H, ae);
+        activations<T, HC, RC>(xe, wt, bi, R, H, ae);
         const T* ge = go + e * H;
         GLASSMD_LANES for (int64_t c = 0; c < H; c++) {
           const T xhat = (ae[c] - mean[c]) * invstd[c];
@@ -239,13 +253,15 @@ void backward_impl(const Tensor& grad_out, const Tensor& basis, const Tensor& we
   GLASSMD_LANES for (int64_t c = 0; c < H; c++) gbp[c] = T(gbias[c]);
 }
 
-// Calls f.template operator()<HC>() with HC = 16 for the paper's hidden width, else 0 (runtime width).
+// Calls f(hc, rc) with compile-time (H, R) = (16, 10) for the paper's radial MLP, else (0, 0) (runtime sizes).
 template <typename F>
-void with_hidden_width(int64_t H, F&& f) {
-  if (H == 16)
-    f(std::integral_constant<int, 16>());
+void with_radial_shape(int64_t H, int64_t R, F&& f) {
+  if (H == 16 && R == 10)
+    f(std::integral_constant<int, 16>(), std::integral_constant<int, 10>());
+  else if (H == 16)
+    f(std::integral_constant<int, 16>(), std::integral_constant<int, 0>());
   else
-    f(std::integral_constant<int, 0>());
+    f(std::integral_constant<int, 0>(), std::integral_constant<int, 0>());
 }
 
 std::tuple<Tensor, Tensor, Tensor> radial_hidden_forward(const Tensor& basis_in, const Tensor& weight_in,
@@ -262,8 +278,9 @@ std::tuple<Tensor, Tensor, Tensor> radial_hidden_forward(const Tensor& basis_in,
   Tensor mean = at::empty({H}, basis.options());
   Tensor var = at::empty({H}, basis.options());
   AT_DISPATCH_FLOATING_TYPES(dtype, "radial_hidden", [&] {
-    with_hidden_width(H, [&](auto hc) {
-      forward_impl<scalar_t, decltype(hc)::value>(basis, weight, bias, gamma, beta, draws, eps, drop, out, mean, var);
+    with_radial_shape(H, basis.size(1), [&](auto hc, auto rc) {
+      forward_impl<scalar_t, decltype(hc)::value, decltype(rc)::value>(basis, weight, bias, gamma, beta, draws, eps,
+                                                                        drop, out, mean, var);
     });
   });
   return {out, mean, var};
@@ -303,8 +320,8 @@ class RadialHiddenFunction : public torch::autograd::Function<RadialHiddenFuncti
     Tensor g_weight = at::empty_like(w), g_bias = at::empty({H}, w.options());
     Tensor g_gamma = at::empty({H}, w.options()), g_beta = at::empty({H}, w.options());
     AT_DISPATCH_FLOATING_TYPES(dtype, "radial_hidden_backward", [&] {
-      with_hidden_width(H, [&](auto hc) {
-        backward_impl<scalar_t, decltype(hc)::value>(grad, basis, w, bi, g, mean, var, draws,
+      with_radial_shape(H, basis.size(1), [&](auto hc, auto rc) {
+        backward_impl<scalar_t, decltype(hc)::value, decltype(rc)::value>(grad, basis, w, bi, g, mean, var, draws,
                                                      ctx->saved_data["eps"].toDouble(),
                                                      ctx->saved_data["drop"].toBool(), want_basis, g_basis,
                                                      g_weight, g_bias, g_gamma, g_beta);
