@@ -836,7 +836,7 @@ struct RadialGradTiles {
     const int64_t n_edges = used * 16;
     for (int64_t e = 0; e < n_edges; ++e) {
       const __m512 hv = _mm512_load_ps(h.data() + e * 16);
-#pragma GCC unroll 32  // (left rolled, GCC keeps the accumulators on the stack)
+#pragma GCC unroll 32  // (without it GCC left this loop rolled, the accumulators on the stack: 2x slower)
       for (int t = 0; t < NK; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(gk[t * kBlocks * 16 + e]), hv, acc[t]);
     }
 #pragma GCC unroll 32
