@@ -193,7 +193,8 @@ class GlassGNN(nn.Module):
             order, n_pairs = torch.ops.glassmd.pair_edges(edge_index, edge_vec)
             edge_index = edge_index.index_select(1, order)
             edge_vec = edge_vec.index_select(0, torch.cat([order[:n_pairs], order[2 * n_pairs :]]))
-            return edge_index, torch.ops.glassmd.edge_blocks(edge_vec, self.edge_embedding.radial_basis(edge_vec), n_pairs)
+            basis = self.edge_embedding.radial_basis(edge_vec)
+            return edge_index, torch.ops.glassmd.edge_blocks(edge_vec, basis, n_pairs)
         return edge_index, self.edge_frame_rows(edge_vec)
 
     def edge_frame_rows(self, edge_vec: torch.Tensor) -> torch.Tensor:

@@ -935,7 +935,6 @@ struct MixGroups {
       }
     }
   }
-
 };
 
 // Every product its own group (a = 1, W[k][c] = M[m][c][k]): the gradient of the mixing matrices M.
@@ -1201,8 +1200,8 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
       for (int64_t k = 0; k < p.n_w; ++k) {
         T* g = gw.data() + k * L;
         if (radial.output_relu) {
-          const T* wk_out = blk.wb.data() + k * L;
-          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) g[lane] = wk_out[lane] > T(0) ? g[lane] : T(0);
+          const T* wbk = blk.wb.data() + k * L;  // the block's radial weights of output k
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) g[lane] = wbk[lane] > T(0) ? g[lane] : T(0);
         }
         const T* wk = radial.weight + k * H;
         if (tiled) {  // dW and db in RadialGradTiles; here only the hidden-value gradient

@@ -321,10 +321,9 @@ class RadialHiddenFunction : public torch::autograd::Function<RadialHiddenFuncti
     Tensor g_gamma = at::empty({H}, w.options()), g_beta = at::empty({H}, w.options());
     AT_DISPATCH_FLOATING_TYPES(dtype, "radial_hidden_backward", [&] {
       with_radial_shape(H, basis.size(1), [&](auto hc, auto rc) {
-        backward_impl<scalar_t, decltype(hc)::value, decltype(rc)::value>(grad, basis, w, bi, g, mean, var, draws,
-                                                     ctx->saved_data["eps"].toDouble(),
-                                                     ctx->saved_data["drop"].toBool(), want_basis, g_basis,
-                                                     g_weight, g_bias, g_gamma, g_beta);
+        backward_impl<scalar_t, decltype(hc)::value, decltype(rc)::value>(
+            grad, basis, w, bi, g, mean, var, draws, ctx->saved_data["eps"].toDouble(),
+            ctx->saved_data["drop"].toBool(), want_basis, g_basis, g_weight, g_bias, g_gamma, g_beta);
       });
     });
     return {g_basis, g_weight.to(weight.scalar_type()), g_bias, g_gamma, g_beta, Tensor(), Tensor(), Tensor()};
