@@ -427,9 +427,12 @@ struct Block {
       for (int64_t u0 = 0; u0 < b.mul; u0 += kRotGroup) {
         const int64_t nu = std::min<int64_t>(kRotGroup, b.mul - u0);
         if (nu == kRotGroup) {  // all accumulators in registers; each input load feeds two output rows
-          int64_t i = 0;
-          for (; i + 1 < d; i += 2) rotate_rows<to_edge_frame, NS, 2>(b, u0, i, in, out, sign1);
-          if (i < d) rotate_rows<to_edge_frame, NS, 1>(b, u0, i, in, out, sign1);
+          switch (d) {  // the paper's l = 1..3 with their loops unrolled
+            case 3: rotate_block<to_edge_frame, NS, 3>(b, u0, in, out, sign1); break;
+            case 5: rotate_block<to_edge_frame, NS, 5>(b, u0, in, out, sign1); break;
+            case 7: rotate_block<to_edge_frame, NS, 7>(b, u0, in, out, sign1); break;
+            default: rotate_block<to_edge_frame, NS, 0>(b, u0, in, out, sign1);
+          }
           continue;
         }
         for (int64_t i = 0; i < d; ++i) {
@@ -454,11 +457,21 @@ struct Block {
     }
   }
 
+  // All output rows of rotate_inputs for the kRotGroup channels from u0. DD: the block size 2l + 1 when known at
+  // compile time (0: from b).
+  template <bool to_edge_frame, int NS, int DD>
+  void rotate_block(const RotBlock& b, int64_t u0, const T* const* in, T* const* out, const int8_t* sign1) const {
+    const int64_t d = DD > 0 ? DD : 2 * b.l + 1;
+    int64_t i = 0;
+    for (; i + 1 < d; i += 2) rotate_rows<to_edge_frame, NS, 2, DD>(b, u0, i, in, out, sign1);
+    if (i < d) rotate_rows<to_edge_frame, NS, 1, DD>(b, u0, i, in, out, sign1);
+  }
+
   // Output rows i0 .. i0+NI-1 of rotate_inputs for the kRotGroup channels from u0.
-  template <bool to_edge_frame, int NS, int NI>
+  template <bool to_edge_frame, int NS, int NI, int DD>
   void rotate_rows(const RotBlock& b, int64_t u0, int64_t i0, const T* const* in, T* const* out,
                    const int8_t* sign1) const {
-    const int64_t d = 2 * b.l + 1;
+    const int64_t d = DD > 0 ? DD : 2 * b.l + 1;
     const int64_t row_step = to_edge_frame ? 1 : d, col_step = to_edge_frame ? d : 1;
     T acc[NI][NS][kRotGroup][L] = {};
     for (int64_t j = 0; j < d; ++j) {
