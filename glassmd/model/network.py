@@ -135,6 +135,7 @@ class GlassGNN(nn.Module):
         self.use_fused_kernel = name == "fused"
         for layer in self.layers:
             layer.conv.use_fused_kernel = name == "fused"
+            layer.norm.use_fused_kernel = name == "fused"
         return self
 
     @property
