@@ -224,6 +224,19 @@ struct EdgeBlocks {
   const glassmd_frames::FramePlan* frames;
 };
 
+// Calls f with the size d = 2l + 1 of an l block as a compile-time constant for the paper's l = 1..3, else with 0
+// (read d at run time): with the size known, the loops of the rotations unroll and their index arithmetic folds
+// (rotation into the edge frames of a pair block 840-906 -> 700-730 TSC, N = 1000).
+template <typename F>
+inline void with_block_size(int64_t d, F&& f) {
+  switch (d) {
+    case 3: f(std::integral_constant<int, 3>()); break;
+    case 5: f(std::integral_constant<int, 5>()); break;
+    case 7: f(std::integral_constant<int, 7>()); break;
+    default: f(std::integral_constant<int, 0>());
+  }
+}
+
 // Gathers of one block of edges into lane-major buffers [feature][L]; missing lanes are zero.
 template <typename T, int L>
 struct Block {
@@ -427,12 +440,9 @@ struct Block {
       for (int64_t u0 = 0; u0 < b.mul; u0 += kRotGroup) {
         const int64_t nu = std::min<int64_t>(kRotGroup, b.mul - u0);
         if (nu == kRotGroup) {  // all accumulators in registers; each input load feeds two output rows
-          switch (d) {  // the paper's l = 1..3 with their loops unrolled
-            case 3: rotate_block<to_edge_frame, NS, 3>(b, u0, in, out, sign1); break;
-            case 5: rotate_block<to_edge_frame, NS, 5>(b, u0, in, out, sign1); break;
-            case 7: rotate_block<to_edge_frame, NS, 7>(b, u0, in, out, sign1); break;
-            default: rotate_block<to_edge_frame, NS, 0>(b, u0, in, out, sign1);
-          }
+          with_block_size(d, [&](auto dd) {
+            rotate_block<to_edge_frame, NS, decltype(dd)::value>(b, u0, in, out, sign1);
+          });
           continue;
         }
         for (int64_t i = 0; i < d; ++i) {
@@ -458,7 +468,7 @@ struct Block {
   }
 
   // All output rows of rotate_inputs for the kRotGroup channels from u0. DD: the block size 2l + 1 when known at
-  // compile time (0: from b).
+  // compile time (0: from b; see with_block_size).
   template <bool to_edge_frame, int NS, int DD>
   void rotate_block(const RotBlock& b, int64_t u0, const T* const* in, T* const* out, const int8_t* sign1) const {
     const int64_t d = DD > 0 ? DD : 2 * b.l + 1;
@@ -497,24 +507,31 @@ struct Block {
 
 // Rows mp0 .. mp0+NI-1 of the rotation back to the global frame, out[c][mp] = sum_m D[mp][m] z[m][c], for the
 // kRotGroup channels from c0 of NS streams: each z load feeds NI rows, each D load NS x kRotGroup products.
-template <typename T, int L, int NS, int NI>
+// DD: ob.d when known at compile time (0: at run time; see with_block_size).
+template <typename T, int L, int NS, int NI, int DD>
 inline void rotate_out_rows(const OutBlock& ob, const T* fr, const T* const* z, T* const* msg, int64_t C, int64_t c0,
                             int64_t mp0) {
+  const int64_t d = DD > 0 ? DD : ob.d;
   T acc[NI][NS][kRotGroup][L] = {};
-  for (int64_t m : ob.active_m) {
+  auto column = [&](int64_t m) {
     const T* D[NI];
-    for (int r = 0; r < NI; ++r) D[r] = fr + (ob.frame_off + (mp0 + r) * ob.d + m) * L;
+    for (int r = 0; r < NI; ++r) D[r] = fr + (ob.frame_off + (mp0 + r) * d + m) * L;
     for (int s = 0; s < NS; ++s)
       for (int c = 0; c < kRotGroup; ++c) {
         const T* zz = z[s] + (m * C + c0 + c) * L;
         for (int r = 0; r < NI; ++r)
           GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[r][s][c][lane] += D[r][lane] * zz[lane];
       }
+  };
+  if (DD > 0 && static_cast<int64_t>(ob.active_m.size()) == DD) {
+    for (int m = 0; m < DD; ++m) column(m);
+  } else {
+    for (int64_t m : ob.active_m) column(m);
   }
   for (int r = 0; r < NI; ++r)
     for (int s = 0; s < NS; ++s)
       for (int c = 0; c < kRotGroup; ++c) {
-        T* o = msg[s] + (ob.out_off + (c0 + c) * ob.d + mp0 + r) * L;
+        T* o = msg[s] + (ob.out_off + (c0 + c) * d + mp0 + r) * L;
         GLASSMD_LANES for (int lane = 0; lane < L; ++lane) o[lane] = acc[r][s][c][lane];
       }
 }
@@ -601,7 +618,8 @@ struct TwinMixTable {
             if (!used[r - q0] && p.entries[r].src == a.src) twin = r;
           used[q - q0] = 1;
           if (twin < 0) {
-            single_offsets.insert(single_offsets.end(), {static_cast<int32_t>(a.src * L), static_cast<int32_t>(a.wcol * L)});
+            single_offsets.insert(single_offsets.end(),
+                                  {static_cast<int32_t>(a.src * L), static_cast<int32_t>(a.wcol * L)});
             for (int64_t c = 0; c < C; ++c) single_coef.push_back(mix[a.mix + c * ob.K]);
             continue;
           }
@@ -757,9 +775,12 @@ void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* sende
     for (int64_t c0 = 0; c0 < C; c0 += kRotGroup) {
       const int64_t nc = std::min<int64_t>(kRotGroup, C - c0);
       if (nc == kRotGroup) {
-        int64_t mp = 0;
-        for (; mp + 1 < ob.d; mp += 2) rotate_out_rows<T, L, NS, 2>(ob, blk.frame_rows, z, msg, C, c0, mp);
-        if (mp < ob.d) rotate_out_rows<T, L, NS, 1>(ob, blk.frame_rows, z, msg, C, c0, mp);
+        with_block_size(ob.d, [&](auto dd) {
+          constexpr int DD = decltype(dd)::value;
+          int64_t mp = 0;
+          for (; mp + 1 < ob.d; mp += 2) rotate_out_rows<T, L, NS, 2, DD>(ob, blk.frame_rows, z, msg, C, c0, mp);
+          if (mp < ob.d) rotate_out_rows<T, L, NS, 1, DD>(ob, blk.frame_rows, z, msg, C, c0, mp);
+        });
         continue;
       }
       for (int64_t mp = 0; mp < ob.d; ++mp) {
@@ -865,7 +886,8 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
         if (!(in_range(senders[0], nb) && in_range(senders[1], nb) && in_range(receivers[0], nb) &&
               in_range(receivers[1], nb)))
           continue;
-        convolve_block<T, L, 2>(p, blk, senders, receivers, nb, rows.data, rows.stride, table, twins ? &*twins : nullptr, acc_out);
+        convolve_block<T, L, 2>(p, blk, senders, receivers, nb, rows.data, rows.stride, table,
+                                twins ? &*twins : nullptr, acc_out);
       } else {
         const int64_t j0 = (w - 2 * pair_blocks) * L;
         const int nb = static_cast<int>(std::min<int64_t>(L, n_single - j0));
@@ -888,14 +910,15 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
 
 // Rows m0 .. m0+NI-1 of the output gradient in the edge frame, gz[m][c] = sum_m' D[m'][m] go[c][m'], for the
 // kRotGroup channels from c0 (the transpose of rotate_out_rows, registers used the same way).
-template <typename T, int L, int NI>
+template <typename T, int L, int NI, int DD>
 inline void rotate_grad_rows(const OutBlock& ob, const T* fr, const T* go, T* gz, int64_t C, int64_t c0, int64_t m0) {
+  const int64_t d = DD > 0 ? DD : ob.d;
   T acc[NI][kRotGroup][L] = {};
-  for (int64_t mp = 0; mp < ob.d; ++mp) {
+  for (int64_t mp = 0; mp < d; ++mp) {
     const T* D[NI];
-    for (int r = 0; r < NI; ++r) D[r] = fr + (ob.frame_off + mp * ob.d + m0 + r) * L;
+    for (int r = 0; r < NI; ++r) D[r] = fr + (ob.frame_off + mp * d + m0 + r) * L;
     for (int c = 0; c < kRotGroup; ++c) {
-      const T* gg = go + (ob.out_off + (c0 + c) * ob.d + mp) * L;
+      const T* gg = go + (ob.out_off + (c0 + c) * d + mp) * L;
       for (int r = 0; r < NI; ++r)
         GLASSMD_LANES for (int lane = 0; lane < L; ++lane) acc[r][c][lane] += D[r][lane] * gg[lane];
     }
@@ -1284,12 +1307,14 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
       for (const OutBlock& ob : p.blocks) {
         // Output gradient into the edge frame: gz[m][c] = sum_m' D[m'][m] go[c][m'].
         if (ob.lo > 0 && C % kRotGroup == 0) {
-          for (int64_t c0 = 0; c0 < C; c0 += kRotGroup) {
-            int64_t m = 0;
-            for (; m + 1 < ob.d; m += 2)
-              rotate_grad_rows<T, L, 2>(ob, blk.frame_rows, go.data(), gz.data(), C, c0, m);
-            if (m < ob.d) rotate_grad_rows<T, L, 1>(ob, blk.frame_rows, go.data(), gz.data(), C, c0, m);
-          }
+          for (int64_t c0 = 0; c0 < C; c0 += kRotGroup)
+            with_block_size(ob.d, [&](auto dd) {
+              constexpr int DD = decltype(dd)::value;
+              int64_t m = 0;
+              for (; m + 1 < ob.d; m += 2)
+                rotate_grad_rows<T, L, 2, DD>(ob, blk.frame_rows, go.data(), gz.data(), C, c0, m);
+              if (m < ob.d) rotate_grad_rows<T, L, 1, DD>(ob, blk.frame_rows, go.data(), gz.data(), C, c0, m);
+            });
         } else
         for (int64_t c = 0; c < C; ++c) {
           for (int64_t m = 0; m < ob.d; ++m) {
