@@ -41,8 +41,11 @@ class BitDropout(nn.Module):
         return x * keep.to(x.dtype) * 2.0
 
     def draw(self, rows: int, device: torch.device) -> torch.Tensor:
-        """``[rows, 1]`` int32: one uniform 30-bit integer per row, whose bit ``c`` keeps column ``c``."""
-        return torch.randint(0, 1 << 30, (rows, 1), dtype=torch.int32, device=device)
+        """``[rows, 1]`` int32: one uniform 31-bit integer per row, whose bit ``c`` keeps column ``c``.
+
+        (``random_`` on an int32 tensor draws over its whole non-negative range, half the time of ``randint``
+        with a bound: 70 against 140 us for the 40k edges of a 1000-particle configuration, 8 times a step.)"""
+        return torch.empty((rows, 1), dtype=torch.int32, device=device).random_()
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
