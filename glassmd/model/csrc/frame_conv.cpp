@@ -31,6 +31,7 @@
 #include <cstdint>
 #include <type_traits>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "frame_math.h"
@@ -213,6 +214,13 @@ struct FirstLayer {
 
 constexpr int64_t kRotGroup = 4;
 
+// The message of an EdgeBlocks array whose lane kinds do not describe the edges of the call.
+inline std::string edge_blocks_mismatch(int64_t n_blocks, int64_t n_edges) {
+  return c10::str("frame_conv_eval: the edge blocks (", n_blocks, " blocks; lane kinds in the last row: 2 a pair, ",
+                  "1 an unpaired edge, 0 padding) do not match edge_index (", n_edges,
+                  " edges); pass the edges and features of one call to glassmd::edge_blocks together");
+}
+
 // The per-edge array of glassmd::edge_blocks, [n_blocks, n_basis + 4, L]: the pairs' blocks, then the unpaired
 // edges' blocks, feature-major, read where they are. Block b: radial basis at basis + b * stride, edge vectors
 // (x, y, z rows) at vec + b * stride; the frames of a block are computed from its vectors (frame_math.h).
@@ -222,6 +230,14 @@ struct EdgeBlocks {
   const T* vec;
   int64_t stride;
   const glassmd_frames::FramePlan* frames;
+  // Whether the lane kinds of block b (the row after the vectors) are `kind` in lanes [0, nb), 0 in the others.
+  template <int L>
+  bool lanes_match(int64_t b, T kind, int nb) const {
+    const T* k = vec + b * stride + 3 * L;
+    bool ok = true;
+    for (int lane = 0; lane < L; ++lane) ok &= k[lane] == (lane < nb ? kind : T(0));
+    return ok;
+  }
 };
 
 // Calls f with the size d = 2l + 1 of an l block as a compile-time constant for the paper's l = 1..3, else with 0
@@ -853,7 +869,7 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
   const int64_t grain = std::max<int64_t>(8, n_work / std::max(1, at::get_num_threads()) + 1);
   // Indices outside [0, n_nodes) stop the block that holds them (nothing out of bounds is touched) and fail
   // the call; checking them here costs nothing next to the gathers they feed.
-  std::atomic<bool> bad_index{false};
+  std::atomic<bool> bad_index{false}, bad_blocks{false};
   auto in_range = [&](const int64_t* idx, int nb) {
     bool ok = true;
     for (int lane = 0; lane < nb; ++lane) ok &= static_cast<uint64_t>(idx[lane]) < static_cast<uint64_t>(n_nodes);
@@ -876,6 +892,10 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
         const int64_t k0 = (w / 2) * L;
         const int nb = static_cast<int>(std::min<int64_t>(L, n_pairs - k0));
         if (edge_blocks != nullptr) {
+          if (!edge_blocks->template lanes_match<L>(w / 2, T(2), nb)) {
+            bad_blocks = true;
+            continue;
+          }
           blk.edge_block(*edge_blocks, w / 2, *frame_scratch, *first);
         } else {
           blk.gather_edge_rows(p, k0, nb, hidden, frame, first);
@@ -892,6 +912,10 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
         const int64_t j0 = (w - 2 * pair_blocks) * L;
         const int nb = static_cast<int>(std::min<int64_t>(L, n_single - j0));
         if (edge_blocks != nullptr) {
+          if (!edge_blocks->template lanes_match<L>(pair_blocks + j0 / L, T(1), nb)) {
+            bad_blocks = true;
+            continue;
+          }
           blk.edge_block(*edge_blocks, pair_blocks + j0 / L, *frame_scratch, *first);
         } else {
           blk.gather_edge_rows(p, n_pairs + j0, nb, hidden, frame, first);
@@ -905,6 +929,7 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
     }
   });
   TORCH_CHECK(!bad_index, "frame_conv: edge_index out of range [0, ", n_nodes, ")");
+  TORCH_CHECK(!bad_blocks, edge_blocks_mismatch(pair_blocks + single_blocks, n_edges));
   sums.reduce();
 }
 
@@ -1426,44 +1451,32 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
 }
 
 // The number of pairs of an EdgeBlocks array [n_blocks, n_basis + 4, L], from its last row (the lane kinds of
-// edge_blocks: 2 a pair, 1 an unpaired edge, 0 padding), checked against the edge count.
-// The blocks must be those of ceil(P / L) pair blocks then ceil(S / L) edge blocks, each filled from lane 0.
+// edge_blocks: 2 a pair, 1 an unpaired edge, 0 padding), checked against the edge count. The blocks must be
+// those of ceil(P / L) pair blocks then ceil(S / L) edge blocks, each filled from lane 0: the pair blocks are
+// found by bisection on their first lane, and every block's lanes are checked where the kernel reads the block
+// (EdgeBlocks::lanes_match). (Reading every kind row here, out of cache, took 60-140 us of each layer's call.)
 template <typename T>
 int64_t edge_block_pairs(const Tensor& frame, int64_t n_edges) {
   const int64_t n_blocks = frame.size(0), L = frame.size(2), kind_row = frame.size(1) - 1;
   const T* base = frame.data_ptr<T>();
-  std::vector<int64_t> count[3] = {std::vector<int64_t>(n_blocks), std::vector<int64_t>(n_blocks),
-                                   std::vector<int64_t>(n_blocks)};
-  // Counted without a branch per lane: with a check and an indexed increment per lane, the loop kept few rows
-  // in flight and every kind row (one cache line per block, out of cache by then) cost a full miss: 100-140 us
-  // of every layer's call at N = 1000.
-  int64_t pairs = 0, edges = 0, bad = 0;
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const T* kind = base + b * frame.stride(0) + kind_row * frame.stride(1);
-    int64_t n[3] = {0, 0, 0};
-    for (int64_t lane = 0; lane < L; ++lane) {
-      const T k = kind[lane];
-      n[0] += k == T(0);
-      n[1] += k == T(1);
-      n[2] += k == T(2);
-    }
-    bad += L - n[0] - n[1] - n[2];
-    for (int c = 0; c < 3; ++c) count[c][b] = n[c];
-    pairs += n[2];
-    edges += n[1];
+  auto kind = [&](int64_t b) { return base + b * frame.stride(0) + kind_row * frame.stride(1); };
+  int64_t lo = 0, hi = n_blocks;  // pair blocks: [0, lo)
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (kind(mid)[0] == T(2))
+      lo = mid + 1;
+    else
+      hi = mid;
   }
-  TORCH_CHECK(bad == 0, "frame_conv_eval: the lane kinds of the edge blocks (last row) must be 0, 1 or 2");
-  const int64_t pair_blocks = (pairs + L - 1) / L;
-  bool ok = 2 * pairs + edges == n_edges && n_blocks == pair_blocks + (edges + L - 1) / L;
-  for (int64_t b = 0; ok && b < n_blocks; ++b) {
-    const bool pair_block = b < pair_blocks;
-    const int64_t first = pair_block ? b * L : (b - pair_blocks) * L;
-    const int64_t expected = std::min<int64_t>(L, (pair_block ? pairs : edges) - first);
-    ok = count[pair_block ? 2 : 1][b] == expected && count[pair_block ? 1 : 2][b] == 0;
+  int64_t pairs = 0;
+  if (lo > 0) {
+    int64_t last = 0;
+    for (int64_t lane = 0; lane < L; ++lane) last += kind(lo - 1)[lane] == T(2);
+    pairs = (lo - 1) * L + last;
   }
-  TORCH_CHECK(ok, "frame_conv_eval: the edge blocks (", n_blocks, " blocks: ", pairs, " pairs, ", edges,
-              " unpaired edges) do not match edge_index (", n_edges,
-              " edges); pass the edges and features of one call to glassmd::edge_blocks together");
+  const int64_t edges = n_edges - 2 * pairs;
+  TORCH_CHECK(edges >= 0 && lo == (pairs + L - 1) / L && n_blocks == lo + (edges + L - 1) / L,
+              edge_blocks_mismatch(n_blocks, n_edges));
   return pairs;
 }
 
