@@ -658,6 +658,47 @@ __attribute__((noinline)) void mix_block_twins(const OutBlock& ob, const TwinMix
                                                const T* const* xr, T* const* z) {
   const T* const xr0 = xr[0];
   const T* const xr1 = xr[1];
+#if defined(__AVX512F__)
+  // The paper's 4 channels, float: the 8 sums of an m stay in registers from the twins through the single
+  // products (as lane loops GCC stored them between the two loops and loaded them back).
+  if constexpr (std::is_same_v<T, float> && L == 16 && CC == 4) {
+    for (int64_t m = 0; m < ob.d; ++m) {
+      const int64_t q0 = ob.entry_begin[m], q1 = ob.entry_begin[m + 1];
+      __m512 a0[4], a1[4];
+      for (int c = 0; c < 4; ++c) a0[c] = a1[c] = _mm512_setzero_ps();
+      for (int32_t u = table.twin_begin[q0]; u < table.twin_begin[q1]; ++u) {
+        const int32_t* off = table.twin_offsets.data() + 3 * u;
+        const float* cf = table.twin_coef.data() + 8 * u;
+        const __m512 w0 = _mm512_loadu_ps(wb + off[1]), w1 = _mm512_loadu_ps(wb + off[2]);
+        const __m512 x0 = _mm512_loadu_ps(xr0 + off[0]), x1 = _mm512_loadu_ps(xr1 + off[0]);
+        for (int c = 0; c < 4; ++c) {
+          const __m512 sc =
+              _mm512_fmadd_ps(_mm512_set1_ps(cf[4 + c]), w1, _mm512_mul_ps(_mm512_set1_ps(cf[c]), w0));
+          a0[c] = _mm512_fmadd_ps(sc, x0, a0[c]);
+          a1[c] = _mm512_fmadd_ps(sc, x1, a1[c]);
+        }
+      }
+      for (int32_t u = table.single_begin[q0]; u < table.single_begin[q1]; ++u) {
+        const int32_t* off = table.single_offsets.data() + 2 * u;
+        const float* cf = table.single_coef.data() + 4 * u;
+        const __m512 wv = _mm512_loadu_ps(wb + off[1]);
+        const __m512 t0 = _mm512_mul_ps(wv, _mm512_loadu_ps(xr0 + off[0]));
+        const __m512 t1 = _mm512_mul_ps(wv, _mm512_loadu_ps(xr1 + off[0]));
+        for (int c = 0; c < 4; ++c) {
+          const __m512 coef = _mm512_set1_ps(cf[c]);
+          a0[c] = _mm512_fmadd_ps(coef, t0, a0[c]);
+          a1[c] = _mm512_fmadd_ps(coef, t1, a1[c]);
+        }
+      }
+      const __m512 sg = _mm512_set1_ps(float(ob.reverse_sign[m]));
+      for (int c = 0; c < 4; ++c) {
+        _mm512_storeu_ps(z[0] + (m * 4 + c) * 16, a0[c]);
+        _mm512_storeu_ps(z[1] + (m * 4 + c) * 16, _mm512_mul_ps(sg, a1[c]));
+      }
+    }
+    return;
+  }
+#endif
   for (int64_t m = 0; m < ob.d; ++m) {
     const int64_t q0 = ob.entry_begin[m], q1 = ob.entry_begin[m + 1];
     T acc[2][CC][L] = {};
