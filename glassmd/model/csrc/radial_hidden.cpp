@@ -25,22 +25,14 @@
 #include <vector>
 
 #include "lanes.h"
+#include "row_blocks.h"
 
 namespace {
 
 using at::Tensor;
-
-constexpr int64_t kBlock = 256;  // rows per partial sum
-
-int64_t block_count(int64_t rows) { return (rows + kBlock - 1) / kBlock; }
-
-// Adds the per-block partials [n_blocks, width] in block order.
-std::vector<double> sum_blocks(const std::vector<double>& partial, int64_t n_blocks, int64_t width) {
-  std::vector<double> total(width, 0.0);
-  for (int64_t b = 0; b < n_blocks; b++)
-    for (int64_t c = 0; c < width; c++) total[c] += partial[b * width + c];
-  return total;
-}
+using glassmd_rows::block_count;
+using glassmd_rows::kBlock;
+using glassmd_rows::sum_blocks;
 
 void check_inputs(const Tensor& basis, const Tensor& weight, const Tensor& bias, const Tensor& gamma,
                   const Tensor& beta, const Tensor& draws) {
