@@ -345,7 +345,7 @@ struct Block {
 
   // The paper's 16 hidden values of 16 edges as 16 AVX-512 sums, each basis row loaded once for all of them.
   // (first_layer keeps one sum at a time in memory, and its chain of n_in multiply-adds goes through a store and a
-  // load each: TSC per pair block at N = 1000, 466 -> 100.)
+  // load each: TSC per pair block at N = 1000, 466 -> about 250.)
   bool first_layer_in_registers(const FirstLayer<T>& first, const T* basis, int64_t H) {
 #if defined(__AVX512F__)
     if constexpr (std::is_same_v<T, float> && L == 16) {
@@ -805,20 +805,19 @@ void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* sende
   T* z[2] = {blk.z.data(), blk.z2.data()};
   T* msg[2] = {blk.xs.data(), blk.xs2.data()};  // see Block
   for (const OutBlock& ob : p.blocks) {
-    if (NS == 2 && twins != nullptr) {
-      switch (C) {
-        case 2: mix_block_twins<T, L, 2>(ob, *twins, blk.wb.data(), xr, z); break;
-        case 4: mix_block_twins<T, L, 4>(ob, *twins, blk.wb.data(), xr, z); break;
-        case 8: mix_block_twins<T, L, 8>(ob, *twins, blk.wb.data(), xr, z); break;
-        default: mix_block<T, L, 0, NS>(ob, table, blk.wb.data(), xr, z, C);
-      }
-    } else {
-      switch (C) {  // the common channel counts keep the accumulators of one m in registers
-      case 2: mix_block<T, L, 2, NS>(ob, table, blk.wb.data(), xr, z, C); break;
-      case 4: mix_block<T, L, 4, NS>(ob, table, blk.wb.data(), xr, z, C); break;
-      case 8: mix_block<T, L, 8, NS>(ob, table, blk.wb.data(), xr, z, C); break;
+    // Pair blocks with the twins' table, the others with the plain one.
+    auto mix = [&](auto cc) {
+      constexpr int CC = decltype(cc)::value;
+      if (NS == 2 && twins != nullptr)
+        mix_block_twins<T, L, CC>(ob, *twins, blk.wb.data(), xr, z);
+      else
+        mix_block<T, L, CC, NS>(ob, table, blk.wb.data(), xr, z, C);
+    };
+    switch (C) {  // the common channel counts keep the accumulators of one m in registers
+      case 2: mix(std::integral_constant<int, 2>()); break;
+      case 4: mix(std::integral_constant<int, 4>()); break;
+      case 8: mix(std::integral_constant<int, 8>()); break;
       default: mix_block<T, L, 0, NS>(ob, table, blk.wb.data(), xr, z, C);
-      }
     }
     // Back to the global frame, written in e3nn's (l_out, channel, m) layout.
     if (ob.lo == 0) {
