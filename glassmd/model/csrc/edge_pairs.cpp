@@ -21,8 +21,11 @@ namespace {
 
 using at::Tensor;
 
-// Returns (order, n_pairs): edge_index[:, order] lists the first directions of the pairs, their reverses in
-// the same order, then the unpaired edges in their original order.
+constexpr int64_t kDistanceWindow = 2048;
+
+// Returns (order, n_pairs): edge_index[:, order] lists the first directions of the pairs (the lower edge
+// index of each pair; in windows of kDistanceWindow pairs sorted by distance), their reverses in the same
+// order, then the unpaired edges in their original order.
 std::tuple<Tensor, int64_t> pair_edges_cpu(const Tensor& edge_index_in, const Tensor& edge_vec_in,
                                            double tolerance) {
   TORCH_CHECK(edge_index_in.dim() == 2 && edge_index_in.size(0) == 2, "pair_edges: edge_index must be [2, E]");
@@ -108,6 +111,25 @@ std::tuple<Tensor, int64_t> pair_edges_cpu(const Tensor& edge_index_in, const Te
     }
   }
   const int64_t n_pairs = static_cast<int64_t>(first.size());
+  // Within windows of kDistanceWindow pairs, shortest first. The radial filters are ReLU networks of the
+  // distance: at a given distance about half of the hidden values and half of the filter weights are exactly
+  // zero, and the evaluation kernel skips the work of those that are zero in every lane of a block. In edge
+  // order a block holds 16 unrelated distances and shares few zeros (3-15% of the weights); sorted, nearly
+  // all of them (45-50%). Windows keep the senders and receivers of a stretch of blocks few (the node rows
+  // they touch stay in cache), as in the neighbour list's own order.
+  AT_DISPATCH_FLOATING_TYPES(edge_vec.scalar_type(), "glassmd_pair_edges_sort", [&] {
+    const scalar_t* vec = edge_vec.data_ptr<scalar_t>();
+    std::vector<std::pair<double, int64_t>> keyed(n_pairs);
+    for (int64_t k = 0; k < n_pairs; ++k) {
+      const scalar_t* v = vec + 3 * first[k];
+      keyed[k] = {double(v[0]) * v[0] + double(v[1]) * v[1] + double(v[2]) * v[2], first[k]};
+    }
+    for (int64_t k0 = 0; k0 < n_pairs; k0 += kDistanceWindow) {
+      const int64_t k1 = std::min(n_pairs, k0 + kDistanceWindow);
+      std::sort(keyed.begin() + k0, keyed.begin() + k1);
+    }
+    for (int64_t k = 0; k < n_pairs; ++k) first[k] = keyed[k].second;
+  });
   Tensor order = at::empty({n_edges}, options);
   int64_t* o = order.data_ptr<int64_t>();
   for (int64_t k = 0; k < n_pairs; ++k) {

@@ -393,7 +393,12 @@ struct Block {
     if constexpr (std::is_same_v<T, float> && L == 16) {
       if (r.hidden != 16) return false;
       __m512 h[16];
-      for (int i = 0; i < 16; ++i) h[i] = _mm512_loadu_ps(hb.data() + i * 16);
+      uint32_t nonzero = 0;
+      for (int i = 0; i < 16; ++i) {
+        h[i] = _mm512_loadu_ps(hb.data() + i * 16);
+        nonzero |= uint32_t(_mm512_cmp_ps_mask(h[i], _mm512_setzero_ps(), _CMP_NEQ_UQ) != 0) << i;
+      }
+      if (nonzero != 0xFFFF && radial_outputs_of_nonzero(p, r, nonzero)) return true;
       int64_t k = 0;
       for (; k + kOutputs <= p.n_w; k += kOutputs) radial_outputs<kOutputs>(r, h, k);
       for (; k < p.n_w; ++k) radial_outputs<1>(r, h, k);
@@ -404,6 +409,41 @@ struct Block {
   }
 
 #if defined(__AVX512F__)
+  // The last radial layer from the hidden values that are non-zero in some lane of the block (bit i of
+  // `nonzero`): the others (a ReLU's zeros) add nothing. Pair blocks sorted by distance (glassmd::pair_edges)
+  // share about half of them. Outputs in groups of 16 sums in registers, over a list of the non-zero hidden
+  // values (one loop trip count per block, the same for all groups).
+  static constexpr int kOutputGroup = 16;
+  bool radial_outputs_of_nonzero(const Plan& p, const Radial<T>& r, uint32_t nonzero) {
+    int32_t list[16];
+    int n = 0;
+    for (int i = 0; i < 16; ++i) {
+      list[n] = i;
+      n += (nonzero >> i) & 1;
+    }
+    int64_t k = 0;
+    for (; k + kOutputGroup <= p.n_w; k += kOutputGroup) {
+      __m512 acc[kOutputGroup];
+      for (int t = 0; t < kOutputGroup; ++t) acc[t] = _mm512_set1_ps(r.bias[k + t]);
+      const float* wk = r.weight + k * 16;
+      for (int j = 0; j < n; ++j) {
+        const int i = list[j];
+        const __m512 hv = _mm512_loadu_ps(hb.data() + i * 16);
+        for (int t = 0; t < kOutputGroup; ++t) acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(wk[t * 16 + i]), hv, acc[t]);
+      }
+      for (int t = 0; t < kOutputGroup; ++t)
+        _mm512_storeu_ps(wb.data() + (k + t) * 16,
+                         r.output_relu ? _mm512_max_ps(acc[t], _mm512_setzero_ps()) : acc[t]);
+    }
+    for (; k < p.n_w; ++k) {
+      __m512 acc = _mm512_set1_ps(r.bias[k]);
+      for (int j = 0; j < n; ++j)
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(r.weight[k * 16 + list[j]]), _mm512_loadu_ps(hb.data() + list[j] * 16), acc);
+      _mm512_storeu_ps(wb.data() + k * 16, r.output_relu ? _mm512_max_ps(acc, _mm512_setzero_ps()) : acc);
+    }
+    return true;
+  }
+
   // Outputs k .. k+NK-1 of the last radial layer from the hidden values in h. NK outputs side by side: their
   // 2 NK chains of multiply-adds are independent in program order (one output at a time left the FMA units
   // waiting on each chain's latency).
