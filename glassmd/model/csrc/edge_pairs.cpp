@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <tuple>
 #include <vector>
 
@@ -70,7 +71,10 @@ std::tuple<Tensor, int64_t> pair_edges_cpu(const Tensor& edge_index_in, const Te
       return std::abs(double(v[0] + w[0])) <= tol && std::abs(double(v[1] + w[1])) <= tol &&
              std::abs(double(v[2] + w[2])) <= tol;
     };
-    at::parallel_for(0, n_nodes, 256, [&](int64_t s0, int64_t s1) {
+    // One chunk per thread: each chunk allocates two arrays of n_nodes (with chunks of 256 nodes that was
+    // O(N^2) work: 64 MB of arrays per call at N = 32768).
+    const int64_t grain = std::max<int64_t>(256, (n_nodes + at::get_num_threads() - 1) / at::get_num_threads());
+    at::parallel_for(0, n_nodes, grain, [&](int64_t s0, int64_t s1) {
       std::vector<int64_t> slot(n_nodes), stamp(n_nodes, -1);
       for (int64_t s = s0; s < s1; ++s) {
         bool repeated = false;
@@ -119,16 +123,33 @@ std::tuple<Tensor, int64_t> pair_edges_cpu(const Tensor& edge_index_in, const Te
   // they touch stay in cache), as in the neighbour list's own order.
   AT_DISPATCH_FLOATING_TYPES(edge_vec.scalar_type(), "glassmd_pair_edges_sort", [&] {
     const scalar_t* vec = edge_vec.data_ptr<scalar_t>();
-    std::vector<std::pair<double, int64_t>> keyed(n_pairs);
-    for (int64_t k = 0; k < n_pairs; ++k) {
-      const scalar_t* v = vec + 3 * first[k];
-      keyed[k] = {double(v[0]) * v[0] + double(v[1]) * v[1] + double(v[2]) * v[2], first[k]};
-    }
-    for (int64_t k0 = 0; k0 < n_pairs; k0 += kDistanceWindow) {
-      const int64_t k1 = std::min(n_pairs, k0 + kDistanceWindow);
-      std::sort(keyed.begin() + k0, keyed.begin() + k1);
-    }
-    for (int64_t k = 0; k < n_pairs; ++k) first[k] = keyed[k].second;
+    const int64_t n_windows = (n_pairs + kDistanceWindow - 1) / kDistanceWindow;
+    at::parallel_for(0, n_windows, 1, [&](int64_t w0, int64_t w1) {
+      std::vector<uint64_t> keys(kDistanceWindow), scratch(kDistanceWindow);
+      std::vector<int64_t> window(kDistanceWindow);
+      for (int64_t w = w0; w < w1; ++w) {
+        const int64_t k0 = w * kDistanceWindow, n = std::min(kDistanceWindow, n_pairs - k0);
+        // Radix sort (stable, least significant byte first) of the float32 squared lengths, whose bit patterns
+        // order as integers, with each pair's place in the window below them: std::sort of (length, edge)
+        // pairs took 1 ms of a 12 ms forward at N = 1000.
+        for (int64_t i = 0; i < n; ++i) {
+          const scalar_t* v = vec + 3 * first[k0 + i];
+          const float length2 = static_cast<float>(double(v[0]) * v[0] + double(v[1]) * v[1] + double(v[2]) * v[2]);
+          uint32_t bits;
+          std::memcpy(&bits, &length2, sizeof bits);
+          keys[i] = (uint64_t(bits) << 32) | uint64_t(i);
+        }
+        for (int shift = 32; shift < 64; shift += 8) {
+          int64_t count[257] = {};
+          for (int64_t i = 0; i < n; ++i) ++count[((keys[i] >> shift) & 255) + 1];
+          for (int b = 0; b < 256; ++b) count[b + 1] += count[b];
+          for (int64_t i = 0; i < n; ++i) scratch[count[(keys[i] >> shift) & 255]++] = keys[i];
+          keys.swap(scratch);
+        }
+        for (int64_t i = 0; i < n; ++i) window[i] = first[k0 + (keys[i] & 0xFFFFFFFFu)];
+        std::copy(window.begin(), window.begin() + n, first.begin() + k0);
+      }
+    });
   });
   Tensor order = at::empty({n_edges}, options);
   int64_t* o = order.data_ptr<int64_t>();
