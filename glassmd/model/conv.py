@@ -136,13 +136,14 @@ class EquivariantConv(nn.Module):
             and x.device.type == "cpu"
             and not edge_frame.requires_grad
             and not self.training
+            and self.radial.folds()
             and not torch.is_grad_enabled()
         )
 
     def _fused_forward(
         self, x: torch.Tensor, edge_index: torch.Tensor, edge_radial: torch.Tensor, edge_frame: torch.Tensor
     ) -> torch.Tensor:
-        if not self.training and not torch.is_grad_enabled():
+        if not self.training and self.radial.folds() and not torch.is_grad_enabled():
             # Evaluation: the whole radial MLP runs per edge inside the kernel (batch norm folded).
             first_weight, first_bias, last_weight, last_bias = self.radial.evaluation_layers()
             return self.frame_kernel.fused_eval(

@@ -40,6 +40,8 @@ class InteractionLayer(nn.Module):
             radial_output_relu=config.radial_output_relu,
         )
         self.norm = EquivariantBatchNorm(hidden_irreps(config.channels, config.l_max), momentum=config.bn_momentum)
+        # TorchScript reads no constants of a submodule from here (the radial batch norm's eps): a copy
+        self.radial_eps = float(self.conv.radial.net[2].eps)
         self.irreps_in = self.conv.irreps_in
         self.irreps_out = self.norm.irreps_out
 
@@ -52,11 +54,80 @@ class InteractionLayer(nn.Module):
         edge_radial: torch.Tensor,
         edge_frame: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
+        if edge_frame is not None and edge_radial.dim() == 3 and self.evaluates_fused(edge_frame):
+            return self._fused_evaluation(h, node_attr, edge_index, edge_radial, edge_frame)
         if self.first:
             return self.norm(self.conv(node_attr, edge_index, edge_sh, edge_radial, edge_frame))
         c = self.channels
         x = torch.cat([h[:, :c], node_attr, h[:, c:]], dim=1)
         return self.norm(h + self.conv(x, edge_index, edge_sh, edge_radial, edge_frame))
+
+    def evaluates_fused(self, edge_frame: torch.Tensor) -> bool:
+        """Whether the layer runs as ``glassmd::interaction_eval``: the convolution's evaluation kernel (CPU,
+        no gradients: ``edge_frame`` is any per-edge input, for its device and gradients) with both batch norms
+        in eval mode."""
+        return self.conv._fused_evaluation(edge_frame, edge_frame) and not self.norm.training
+
+    def _fused_evaluation(
+        self,
+        h: torch.Tensor,
+        node_attr: torch.Tensor,
+        edge_index: torch.Tensor,
+        basis: torch.Tensor,
+        vectors: torch.Tensor,
+    ) -> torch.Tensor:
+        """The whole layer in one operator, ``glassmd::interaction_eval``, from the paired edge blocks
+        (:meth:`GlassGNN.edge_frame_features`): the parameter folds, concatenation, residual and batch-norm map
+        of the torch path run inside it."""
+        radial = self.conv.radial.net
+        first, radial_norm, last = radial[0], radial[2], radial[4]
+        kernel = self.conv.frame_kernel
+        norm = self.norm
+        mean, var = radial_norm.running_mean, radial_norm.running_var
+        gamma, beta = radial_norm.weight, radial_norm.bias
+        assert mean is not None and var is not None and gamma is not None and beta is not None
+        return torch.ops.glassmd.interaction_eval(
+            h,
+            node_attr,
+            edge_index,
+            basis,
+            vectors,
+            [
+                first.weight,
+                first.bias,
+                mean,
+                var,
+                gamma,
+                beta,
+                last.weight,
+                last.bias,
+            ],
+            self.radial_eps,
+            self.conv.radial.output_relu,
+            [self.conv.mix.weight, kernel.mix_index, kernel.mix_coef],
+            [
+                kernel.rot_in_table,
+                kernel.lo_meta_table,
+                kernel.src_index,
+                kernel.weight_index,
+                kernel.active,
+                kernel.reverse_flip,
+                kernel.frame_alpha_coef,
+                kernel.frame_beta_coef,
+            ],
+            kernel.dim_out,
+            kernel.channels,
+            [
+                norm.block_layout,
+                norm.running_mean,
+                norm.running_var,
+                norm.running_sq,
+                norm.weight_scalar,
+                norm.bias_scalar,
+                norm.weight_vector,
+            ],
+            norm.eps,
+        )
 
 
 class GlassGNN(nn.Module):
@@ -194,9 +265,10 @@ class GlassGNN(nn.Module):
             order, n_pairs = torch.ops.glassmd.pair_edges(edge_index, edge_vec)
             # gather: index_select along dim 1 of the [2, E] int64 array took 4x longer (110 against 25 us)
             edge_index = edge_index.gather(1, order.expand(2, -1))
-            edge_vec = edge_vec.index_select(0, torch.cat([order[:n_pairs], order[2 * n_pairs :]]))
-            basis = self.edge_embedding.radial_basis(edge_vec)
-            return edge_index, torch.ops.glassmd.edge_blocks(edge_vec, basis, n_pairs)
+            embedding = self.edge_embedding
+            return edge_index, torch.ops.glassmd.bessel_edge_blocks(
+                edge_vec, order, n_pairs, embedding.n_radial, embedding.cutoff
+            )
         return edge_index, self.edge_frame_rows(edge_vec)
 
     def edge_frame_rows(self, edge_vec: torch.Tensor) -> torch.Tensor:
@@ -205,13 +277,18 @@ class GlassGNN(nn.Module):
 
     def pairs_edges(self, edge_vec: torch.Tensor) -> bool:
         """Whether :meth:`edge_inputs` pairs the edges (the fused evaluation kernel will run)."""
-        return (
+        if not (
             self.use_fused_kernel
             and edge_vec.device.type == "cpu"
             and not self.training
             and not torch.is_grad_enabled()
             and not edge_vec.requires_grad
-        )
+        ):
+            return False
+        for layer in self.layers:  # batch norms in training mode (recalibration) need the unpaired path
+            if not layer.evaluates_fused(edge_vec):
+                return False
+        return True
 
     def forward(self, types: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor) -> torch.Tensor:
         return self.readout(self.hidden_features(types, edge_index, edge_vec))

@@ -118,6 +118,12 @@ class RadialMLP(nn.Module):
                 running_var.mul_(1.0 - momentum).add_(var * (n / (n - 1)), alpha=momentum)
         return out
 
+    def folds(self) -> bool:
+        """Whether :meth:`evaluation_layers` is this MLP: batch norm and dropout in eval mode. (Recalibrating
+        the batch norms, :func:`glassmd.model.norm.recalibrate_batch_norm`, runs them in training mode inside an
+        evaluated network.)"""
+        return not self.net[2].training and not self.net[3].training
+
     def evaluation_layers(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(W1, b1, W2', b2')``: the MLP at evaluation is ``[relu](W2' relu(W1 B + b1) + b2')``.
 

@@ -5,8 +5,8 @@
 // multiply-adds per edge, and three [E, 49..83] arrays through memory); here the two factors of D are formed
 // from their sparse coefficients, 16 edges per SIMD register (frame_math.h).
 //
-// Also glassmd::edge_blocks, the per-edge array of the paired evaluation: radial basis and edge vectors in
-// blocks of lanes, from which glassmd::frame_conv_eval computes the frames itself.
+// Also glassmd::edge_blocks (and bessel_edge_blocks), the per-edge array of the paired evaluation: radial basis
+// and edge vectors in blocks of lanes, from which glassmd::frame_conv_eval computes the frames itself.
 
 #include <torch/library.h>
 #include <ATen/ATen.h>
@@ -134,40 +134,106 @@ Tensor edge_frame_rows_cpu(const Tensor& edge_vec_in, const Tensor& prefix_in, c
 // 0 padding (the last block of each section may be partial; its padding lanes hold the vector (0, 1, 0)).
 // The kernel computes the frames of a block from its vectors: 93 values of basis and frame per edge were the
 // largest array of a forward, and reading it back in every layer cost more than computing the frames again.
+// [n_blocks, n_prefix + 4, L]: per block of L rows, the n_prefix values of each row, its edge vector and the
+// lane kinds (pair blocks first: rows [0, n_pairs), then the other rows). prefix(row, out) writes a row's
+// values with stride L; vec(row) points at its vector.
+template <typename T, typename Prefix, typename Vec>
+Tensor write_edge_blocks(const Tensor& like, int64_t n_rows, int64_t n_pairs, int64_t n_prefix, Prefix prefix,
+                         Vec vec) {
+  TORCH_CHECK(n_pairs >= 0 && n_pairs <= n_rows, "edge_blocks: n_pairs must lie in [0, ", n_rows, "]");
+  constexpr int64_t L = 64 / sizeof(T);
+  const int64_t width = n_prefix + 4;
+  const int64_t pair_blocks = (n_pairs + L - 1) / L;
+  const int64_t n_blocks = pair_blocks + (n_rows - n_pairs + L - 1) / L;
+  Tensor out = at::empty({n_blocks, width, L}, like.options());
+  T* dst = out.data_ptr<T>();
+  at::parallel_for(0, n_blocks, 256, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const bool pairs = b < pair_blocks;
+      const int64_t e0 = pairs ? b * L : n_pairs + (b - pair_blocks) * L;
+      const int64_t nb = std::min<int64_t>(L, (pairs ? n_pairs : n_rows) - e0);
+      T* o = dst + b * width * L;
+      for (int64_t lane = 0; lane < L; ++lane) {
+        if (lane < nb) {
+          prefix(e0 + lane, o + lane);
+        } else {
+          for (int64_t f = 0; f < n_prefix; ++f) o[f * L + lane] = T(0);
+        }
+      }
+      for (int64_t c = 0; c < 3; ++c)
+        for (int64_t lane = 0; lane < L; ++lane)
+          o[(n_prefix + c) * L + lane] = lane < nb ? vec(e0 + lane)[c] : T(c == 1 ? 1 : 0);
+      for (int64_t lane = 0; lane < L; ++lane)
+        o[(n_prefix + 3) * L + lane] = lane >= nb ? T(kLanePadding) : pairs ? T(kLanePair) : T(kLaneEdge);
+    }
+  });
+  return out;
+}
+
 Tensor edge_blocks_cpu(const Tensor& edge_vec_in, const Tensor& prefix_in, int64_t n_pairs) {
   const Tensor edge_vec = checked_edge_vec(edge_vec_in, "edge_blocks");
   const int64_t n_rows = edge_vec.size(0);
   TORCH_CHECK(prefix_in.device().is_cpu() && prefix_in.dim() == 2 && prefix_in.size(0) == n_rows &&
                   prefix_in.scalar_type() == edge_vec.scalar_type(),
               "edge_blocks: prefix must be [E, n] of the edges' dtype");
-  TORCH_CHECK(n_pairs >= 0 && n_pairs <= n_rows, "edge_blocks: n_pairs must lie in [0, ", n_rows, "]");
   const Tensor prefix = prefix_in.contiguous();
-  const int64_t n_prefix = prefix.size(1), width = n_prefix + 4;
+  const int64_t n_prefix = prefix.size(1);
   Tensor out;
   AT_DISPATCH_FLOATING_TYPES(edge_vec.scalar_type(), "glassmd_edge_blocks", [&] {
     using T = scalar_t;
     constexpr int64_t L = 64 / sizeof(T);
-    const int64_t pair_blocks = (n_pairs + L - 1) / L;
-    const int64_t n_blocks = pair_blocks + (n_rows - n_pairs + L - 1) / L;
-    out = at::empty({n_blocks, width, L}, edge_vec.options());
     const T* vec = edge_vec.data_ptr<T>();
     const T* pre = prefix.data_ptr<T>();
-    T* dst = out.data_ptr<T>();
-    at::parallel_for(0, n_blocks, 256, [&](int64_t b0, int64_t b1) {
-      for (int64_t b = b0; b < b1; ++b) {
-        const bool pairs = b < pair_blocks;
-        const int64_t e0 = pairs ? b * L : n_pairs + (b - pair_blocks) * L;
-        const int64_t nb = std::min<int64_t>(L, (pairs ? n_pairs : n_rows) - e0);
-        T* o = dst + b * width * L;
-        for (int64_t f = 0; f < n_prefix; ++f)
-          for (int64_t lane = 0; lane < L; ++lane) o[f * L + lane] = lane < nb ? pre[(e0 + lane) * n_prefix + f] : T(0);
-        for (int64_t c = 0; c < 3; ++c)
-          for (int64_t lane = 0; lane < L; ++lane)
-            o[(n_prefix + c) * L + lane] = lane < nb ? vec[3 * (e0 + lane) + c] : T(c == 1 ? 1 : 0);
-        for (int64_t lane = 0; lane < L; ++lane)
-          o[(n_prefix + 3) * L + lane] = lane >= nb ? T(kLanePadding) : pairs ? T(kLanePair) : T(kLaneEdge);
-      }
-    });
+    out = write_edge_blocks<T>(
+        edge_vec, n_rows, n_pairs, n_prefix,
+        [&](int64_t row, T* o) {
+          for (int64_t f = 0; f < n_prefix; ++f) o[f * L] = pre[row * n_prefix + f];
+        },
+        [&](int64_t row) { return vec + 3 * row; });
+  });
+  return out;
+}
+
+// glassmd::edge_blocks of the paired evaluation straight from the graph: the rows are the edges
+// order[0, n_pairs) (first directions of the pairs) and order[2 n_pairs, E) (unpaired), as glassmd::pair_edges
+// orders them, and their prefix is the Bessel basis sqrt(2 / r_c) sin(n pi r / r_c) / r, n = 1..n_radial
+// (EdgeEmbedding.radial_basis), computed in float64 by the angle-addition recurrence. Replaces a row
+// selection, the torch basis (one sin per value) and edge_blocks: 0.3 ms of a 1000-particle forward.
+Tensor bessel_edge_blocks_cpu(const Tensor& edge_vec_in, const Tensor& order_in, int64_t n_pairs, int64_t n_radial,
+                              double cutoff) {
+  const Tensor edge_vec = checked_edge_vec(edge_vec_in, "bessel_edge_blocks");
+  const int64_t n_edges = edge_vec.size(0);
+  TORCH_CHECK(order_in.dim() == 1 && order_in.size(0) == n_edges, "bessel_edge_blocks: order must be [E]");
+  TORCH_CHECK(n_pairs >= 0 && 2 * n_pairs <= n_edges, "bessel_edge_blocks: n_pairs must lie in [0, E / 2]");
+  TORCH_CHECK(n_radial >= 1 && cutoff > 0, "bessel_edge_blocks: n_radial and cutoff must be positive");
+  const Tensor order = order_in.to(at::kLong).contiguous();
+  const int64_t* ord = order.data_ptr<int64_t>();
+  auto edge_of = [=](int64_t row) {
+    const int64_t e = ord[row < n_pairs ? row : row + n_pairs];
+    TORCH_CHECK(e >= 0 && e < n_edges, "bessel_edge_blocks: order holds an edge out of range");
+    return e;
+  };
+  const double norm = std::sqrt(2.0 / cutoff), k = M_PI / cutoff;
+  Tensor out;
+  AT_DISPATCH_FLOATING_TYPES(edge_vec.scalar_type(), "glassmd_bessel_edge_blocks", [&] {
+    using T = scalar_t;
+    constexpr int64_t L = 64 / sizeof(T);
+    const T* vec = edge_vec.data_ptr<T>();
+    out = write_edge_blocks<T>(
+        edge_vec, n_edges - n_pairs, n_pairs, n_radial,
+        [&](int64_t row, T* o) {
+          const T* v = vec + 3 * edge_of(row);
+          const double r = std::sqrt(double(v[0]) * v[0] + double(v[1]) * v[1] + double(v[2]) * v[2]);
+          const double s1 = std::sin(k * r), c2 = 2.0 * std::cos(k * r), scale = norm / r;
+          double previous = 0.0, current = s1;  // sin((n - 1) t), sin(n t)
+          for (int64_t n = 0; n < n_radial; ++n) {
+            o[n * L] = static_cast<T>(current * scale);
+            const double next = c2 * current - previous;
+            previous = current;
+            current = next;
+          }
+        },
+        [&](int64_t row) { return vec + 3 * edge_of(row); });
   });
   return out;
 }
@@ -192,6 +258,7 @@ void edge_frames_out_cpu(const Tensor& edge_vec_in, const Tensor& alpha_coef, co
 TORCH_LIBRARY_FRAGMENT(glassmd, m) {
   m.def("edge_frame_rows(Tensor edge_vec, Tensor prefix, Tensor alpha_coef, Tensor beta_coef, int l_max) -> Tensor");
   m.def("edge_blocks(Tensor edge_vec, Tensor prefix, int n_pairs) -> Tensor");
+  m.def("bessel_edge_blocks(Tensor edge_vec, Tensor order, int n_pairs, int n_radial, float cutoff) -> Tensor");
   m.def("edge_frames(Tensor edge_vec, Tensor alpha_coef, Tensor beta_coef, int l_max) -> Tensor");
   // The same into a given array; declared as writing it, so TorchScript keeps the call. Model files exported
   // before edge_frame_rows call it.
@@ -203,6 +270,7 @@ TORCH_LIBRARY_IMPL(glassmd, CPU, m) {
     return edge_frame_rows_cpu(v, prefix, a, b, l_max);
   });
   m.impl("edge_blocks", &edge_blocks_cpu);
+  m.impl("bessel_edge_blocks", &bessel_edge_blocks_cpu);
   m.impl("edge_frames", [](const Tensor& v, const Tensor& a, const Tensor& b, int64_t l_max) {
     return edge_frame_rows_cpu(v, v.new_empty({v.dim() == 2 ? v.size(0) : 0, 0}), a, b, l_max, "edge_frames");
   });

@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <numeric>
 #include <tuple>
 #include <vector>
 
@@ -41,25 +42,38 @@ std::tuple<Tensor, int64_t> pair_edges_cpu(const Tensor& edge_index_in, const Te
                                                           : edge_vec_in.to(at::kDouble).contiguous();
   const int64_t* sender = edge_index.data_ptr<int64_t>();
   const int64_t* receiver = sender + n_edges;
-  const int64_t lo = edge_index.min().item<int64_t>();
+  // One pass for the node range and whether the edges come grouped by sender or by receiver (a neighbour list
+  // is grouped by its central atom): that grouping then needs no counting sort.
+  int64_t lo = 0, hi = -1;
+  bool by_sender = true, by_receiver = true;
+  for (int64_t e = 0; e < n_edges; ++e) {
+    lo = std::min({lo, sender[e], receiver[e]});
+    hi = std::max({hi, sender[e], receiver[e]});
+    by_sender &= e == 0 || sender[e] >= sender[e - 1];
+    by_receiver &= e == 0 || receiver[e] >= receiver[e - 1];
+  }
   TORCH_CHECK(lo >= 0, "pair_edges: negative node index in edge_index");
-  const int64_t n_nodes = edge_index.max().item<int64_t>() + 1;
+  const int64_t n_nodes = hi + 1;
 
   // Edges grouped by receiver and by sender (counting sorts). The reverse of s -> r is among the edges
   // received by s; with their senders marked in a scratch array (one per thread, stamped with s), each edge
   // sent by s finds its candidate in one lookup. A node that receives twice from one sender (periodic images)
   // falls back to scanning its received edges.
-  auto group = [&](const int64_t* key, std::vector<int64_t>& start, std::vector<int64_t>& edges) {
+  auto group = [&](const int64_t* key, bool sorted, std::vector<int64_t>& start, std::vector<int64_t>& edges) {
     start.assign(n_nodes + 1, 0);
     edges.resize(n_edges);
     for (int64_t e = 0; e < n_edges; ++e) ++start[key[e] + 1];
     for (int64_t i = 0; i < n_nodes; ++i) start[i + 1] += start[i];
+    if (sorted) {
+      std::iota(edges.begin(), edges.end(), int64_t(0));
+      return;
+    }
     std::vector<int64_t> cursor(start.begin(), start.end() - 1);
     for (int64_t e = 0; e < n_edges; ++e) edges[cursor[key[e]]++] = e;
   };
   std::vector<int64_t> in_start, in_edges, out_start, out_edges;
-  group(receiver, in_start, in_edges);
-  group(sender, out_start, out_edges);
+  group(receiver, by_receiver, in_start, in_edges);
+  group(sender, by_sender, out_start, out_edges);
 
   std::vector<int64_t> partner(n_edges, -1);
   AT_DISPATCH_FLOATING_TYPES(edge_vec.scalar_type(), "glassmd_pair_edges", [&] {

@@ -290,7 +290,8 @@ struct Block {
     const int64_t stride = x_stride > 0 ? x_stride : p.dim_in;
     const T* xrows[L];
     for (int lane = 0; lane < nb; ++lane) xrows[lane] = x + senders[lane] * stride;
-    if (!(nb == L && L == 16 && rows_to_lanes(xrows, p.dim_in, out))) {
+    // (a few features, as the one-hot types of the first layer: copied one by one, not by 16 x 16 transposes)
+    if (!(nb == L && L == 16 && p.dim_in >= 8 && rows_to_lanes(xrows, p.dim_in, out))) {
       for (int lane = 0; lane < nb; ++lane)
         for (int64_t f = 0; f < p.dim_in; ++f) out[f * L + lane] = xrows[lane][f];
     }
@@ -916,7 +917,12 @@ struct SenderRows {
   Tensor padded;
   const T* data;
   int64_t stride;
-  SenderRows(const T* x, int64_t n_nodes, int64_t dim) : data(x), stride(dim) {
+  // x_stride: the row stride of x when larger than dim (rows already padded, by interaction_eval).
+  SenderRows(const T* x, int64_t n_nodes, int64_t dim, int64_t x_stride = 0) : data(x), stride(dim) {
+    if (x_stride > dim && x_stride % L == 0) {
+      stride = x_stride;
+      return;
+    }
     if (dim % L == 0) return;
     stride = (dim + L - 1) / L * L;
     // the padding is never read (the gathers' loads are masked to the row)
@@ -938,7 +944,8 @@ template <typename T, int L>
 void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* sender, const int64_t* receiver,
                     int64_t n_edges, int64_t n_pairs, const Strided<T>& hidden,
                     const Radial<T>& radial, const Strided<T>& frame, const T* mix, T* out,
-                    const FirstLayer<T>* first = nullptr, const EdgeBlocks<T>* edge_blocks = nullptr) {
+                    const FirstLayer<T>* first = nullptr, const EdgeBlocks<T>* edge_blocks = nullptr,
+                    int64_t x_stride = 0) {
   int64_t max_d = 1;
   for (const auto& b : p.blocks) max_d = std::max(max_d, b.d);
   const int64_t n_single = n_edges - 2 * n_pairs;
@@ -959,7 +966,7 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
   const MixTable<T, L> table(p, mix);
   std::optional<TwinMixTable<T, L>> twins;
   if (n_pairs > 0) twins.emplace(p, mix);
-  const SenderRows<T, L> rows(x, n_nodes, p.dim_in);
+  const SenderRows<T, L> rows(x, n_nodes, p.dim_in, x_stride);
   ThreadSums<T> sums(out, n_nodes, p.dim_out, at::get_num_threads());
   at::parallel_for(0, n_work, grain, [&](int64_t w_begin, int64_t w_end) {
     T* acc_out = sums.mine();
@@ -1565,6 +1572,12 @@ struct Consts {
   int64_t dim_out, channels;
 };
 
+// Whether x is a view of rows padded to whole 64-byte lines (interaction_eval's input; see SenderRows).
+inline bool padded_rows(const Tensor& x) {
+  return x.dim() == 2 && x.size(0) > 0 && x.stride(1) == 1 && x.stride(0) > x.size(1) &&
+         (x.stride(0) * x.element_size()) % 64 == 0 && x.storage_offset() == 0;
+}
+
 // The inputs of one call, checked and laid out for the kernels.
 struct Call {
   Tensor x, edge_index, hidden, radial_weight, radial_bias, frame, mix;
@@ -1582,7 +1595,7 @@ struct Call {
        const Tensor& b_in, bool relu, const Tensor& frame_in, const Tensor& mix_in, const Consts& k,
        const Tensor& first_w = Tensor(), const Tensor& first_b = Tensor(), const Tensor& flip = Tensor(),
        const Tensor& alpha_coef = Tensor(), const Tensor& beta_coef = Tensor())
-      : x(x_in.contiguous()),
+      : x(padded_rows(x_in) ? x_in : x_in.contiguous()),
         edge_index(edge_index_in.to(at::kLong).contiguous()),
         hidden(hidden_in),
         radial_weight(w_in.contiguous()),
@@ -1679,7 +1692,8 @@ Tensor forward_cpu(const Call& a) {
     forward_kernel<scalar_t, L>(a.plan, a.x.data_ptr<scalar_t>(), a.x.size(0), a.sender(), a.receiver(),
                                 a.n_edges(), a.n_pairs, Strided<scalar_t>(a.hidden), a.radial<scalar_t>(),
                                 Strided<scalar_t>(a.frame), a.mix.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                                a.first_weight.defined() ? &first : nullptr, a.blocked ? &blocks : nullptr);
+                                a.first_weight.defined() ? &first : nullptr, a.blocked ? &blocks : nullptr,
+                                padded_rows(a.x) ? a.x.stride(0) : 0);
   });
   return out;
 }
@@ -1755,6 +1769,172 @@ Tensor frame_conv_eval_autograd(const Tensor& x, const Tensor& edge_index, const
   return frame_conv_eval_cpu(x, edge_index, basis, first_weight, first_bias, radial_weight, radial_bias,
                              output_relu, frame, mix, rot_in, lo_meta, src_index, weight_index, active, dim_out,
                              channels, reverse_flip, alpha_coef, beta_coef);
+}
+
+// glassmd::interaction_eval: one whole interaction layer in evaluation (InteractionLayer.forward), that is
+// norm(h + conv(cat(h[:, :C], node_attr, h[:, C:]))) (first layer: norm(conv(node_attr))), with the paired edge
+// blocks of glassmd::bessel_edge_blocks. The parameters come as the modules hold them; the folds that
+// RadialMLP.evaluation_layers, FrameConvKernel.mix_matrices and EquivariantBatchNorm.evaluation_affine compute
+// are done here. Those and the concatenation, residual and affine map were about 15 small torch operators per
+// layer (~80 us at N = 1000, 7% of a forward).
+//   radial: first.weight, first.bias, norm.running_mean, norm.running_var, norm.weight, norm.bias, last.weight,
+//           last.bias (RadialMLP.net)
+//   mixing: mix.weight, mix_index, mix_coef
+//   plan: rot_in, lo_meta, src_index, weight_index, active, reverse_flip, alpha_coef, beta_coef (FrameConvKernel)
+//   norm: block_layout, running_mean, running_var, running_sq, weight_scalar, bias_scalar, weight_vector
+Tensor interaction_eval_cpu(const Tensor& h_in, const Tensor& node_attr_in, const Tensor& edge_index,
+                            const Tensor& basis, const Tensor& vectors, at::TensorList radial, double radial_eps,
+                            bool output_relu, at::TensorList mixing, at::TensorList plan, int64_t dim_out,
+                            int64_t channels, at::TensorList norm, double norm_eps) {
+  TORCH_CHECK(radial.size() == 8 && mixing.size() == 3 && plan.size() == 8 && norm.size() == 7,
+              "interaction_eval: expected 8 radial, 3 mixing, 8 plan and 7 norm tensors");
+  const Tensor h = h_in.contiguous(), node_attr = node_attr_in.contiguous();
+  TORCH_CHECK(h.dim() == 2 && node_attr.dim() == 2 && h.size(0) == node_attr.size(0),
+              "interaction_eval: h and node_attr must be [n, *] with the same n");
+  TORCH_CHECK(h.scalar_type() == node_attr.scalar_type(), "interaction_eval: h and node_attr differ in dtype");
+  const int64_t n = h.size(0), C = channels, n_types = node_attr.size(1);
+  const bool first = h.size(1) == 0;
+  TORCH_CHECK(first || (h.size(1) == dim_out && h.size(1) >= C),
+              "interaction_eval: h must have 0 or dim_out = ", dim_out, " features, not ", h.size(1));
+  const int64_t dim_in = first ? n_types : dim_out + n_types;
+  // The input rows, padded to whole lines for the kernel's gathers.
+  const int64_t lanes = 64 / h.element_size(), stride = (dim_in + lanes - 1) / lanes * lanes;
+  Tensor storage = at::empty({std::max<int64_t>(n, 1), stride}, h.options());
+  Tensor x = storage.narrow(0, 0, n).narrow(1, 0, dim_in);
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "glassmd_interaction_input", [&] {
+    const scalar_t* hp = h.data_ptr<scalar_t>();
+    const scalar_t* ap = node_attr.data_ptr<scalar_t>();
+    scalar_t* xp = storage.data_ptr<scalar_t>();
+    const int64_t dh = h.size(1);
+    at::parallel_for(0, n, 1024, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        scalar_t* row = xp + i * stride;
+        const scalar_t* hi = hp + i * dh;
+        if (first) {
+          std::copy(ap + i * n_types, ap + (i + 1) * n_types, row);
+          continue;
+        }
+        std::copy(hi, hi + C, row);
+        std::copy(ap + i * n_types, ap + (i + 1) * n_types, row + C);
+        std::copy(hi + C, hi + dh, row + C + n_types);
+      }
+    });
+  });
+  // The folds, in loops over the parameters (as torch operators they were a dozen small calls per layer).
+  auto checked = [&](const Tensor& t, const char* what) {
+    TORCH_CHECK(t.scalar_type() == h.scalar_type() && t.device().is_cpu(), "interaction_eval: ", what,
+                " must be CPU tensors of the features' dtype");
+    return t.contiguous();
+  };
+  const Tensor w1 = checked(radial[0], "radial parameters"), w2 = checked(radial[6], "radial parameters");
+  TORCH_CHECK(w2.dim() == 2 && radial[7].numel() == w2.size(0) && radial[2].numel() == w2.size(1) &&
+                  radial[3].numel() == w2.size(1) && radial[4].numel() == w2.size(1) &&
+                  radial[5].numel() == w2.size(1),
+              "interaction_eval: radial batch norm and last layer shapes disagree");
+  const Tensor mix_weight = checked(mixing[0], "mixing weights"), mix_coef = checked(mixing[2], "mixing weights");
+  const Tensor mix_index = mixing[1].to(at::kLong).contiguous();
+  TORCH_CHECK(mix_index.numel() == mix_coef.numel(), "interaction_eval: mix_index and mix_coef differ in size");
+  Tensor last_weight = at::empty_like(w2), last_bias = at::empty({w2.size(0)}, w2.options());
+  Tensor mix = at::empty_like(mix_coef);
+  std::vector<double> feature_scale(dim_out, 1.0), feature_shift(dim_out, 0.0);
+  const Tensor layout = norm[0].to(at::kLong).contiguous();
+  TORCH_CHECK(layout.dim() == 2 && layout.size(1) == 3, "interaction_eval: block_layout must be [blocks, 3]");
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "glassmd_interaction_folds", [&] {
+    using T = scalar_t;
+    // RadialMLP.evaluation_layers: batch norm h -> a h + c folded into the last layer
+    const Tensor mean = checked(radial[2], "radial parameters"), var = checked(radial[3], "radial parameters");
+    const Tensor gamma = checked(radial[4], "radial parameters"), beta = checked(radial[5], "radial parameters");
+    const Tensor b2 = checked(radial[7], "radial parameters");
+    const int64_t n_w = w2.size(0), hidden = w2.size(1);
+    std::vector<T> a(hidden), c(hidden);
+    for (int64_t j = 0; j < hidden; ++j) {
+      a[j] = gamma.data_ptr<T>()[j] / std::sqrt(var.data_ptr<T>()[j] + static_cast<T>(radial_eps));
+      c[j] = beta.data_ptr<T>()[j] - mean.data_ptr<T>()[j] * a[j];
+    }
+    const T* w = w2.data_ptr<T>();
+    T* lw = last_weight.data_ptr<T>();
+    T* lb = last_bias.data_ptr<T>();
+    for (int64_t k = 0; k < n_w; ++k) {
+      T bias = b2.data_ptr<T>()[k];
+      for (int64_t j = 0; j < hidden; ++j) {
+        lw[k * hidden + j] = w[k * hidden + j] * a[j];
+        bias += w[k * hidden + j] * c[j];
+      }
+      lb[k] = bias;
+    }
+    // FrameConvKernel.mix_matrices
+    const int64_t* idx = mix_index.data_ptr<int64_t>();
+    const T* mw = mix_weight.data_ptr<T>();
+    const T* mc = mix_coef.data_ptr<T>();
+    T* mx = mix.data_ptr<T>();
+    for (int64_t i = 0; i < mix.numel(); ++i) {
+      TORCH_CHECK(idx[i] >= 0 && idx[i] < mix_weight.numel(), "interaction_eval: mix_index out of range");
+      mx[i] = mw[idx[i]] * mc[i];
+    }
+    // EquivariantBatchNorm.evaluation_affine
+    const Tensor rm = checked(norm[1], "norm statistics"), rv = checked(norm[2], "norm statistics");
+    const Tensor rs = checked(norm[3], "norm statistics"), ws = checked(norm[4], "norm parameters");
+    const Tensor bs = checked(norm[5], "norm parameters"), wv = checked(norm[6], "norm parameters");
+    const int64_t* b = layout.data_ptr<int64_t>();
+    int64_t n_scalar = 0, n_vector = 0;
+    for (int64_t k = 0; k < layout.size(0); ++k) {
+      const int64_t off = b[3 * k], mul = b[3 * k + 1], d = b[3 * k + 2];
+      TORCH_CHECK(off >= 0 && mul >= 0 && d >= 1 && off + mul * d <= dim_out,
+                  "interaction_eval: block_layout does not fit the features");
+      const bool scalar = d == 1;
+      for (int64_t u = 0; u < mul; ++u) {
+        const int64_t stat = (scalar ? n_scalar : n_vector) + u;
+        TORCH_CHECK(stat < (scalar ? std::min({rm.numel(), rv.numel(), ws.numel(), bs.numel()})
+                                   : std::min(rs.numel(), wv.numel())),
+                    "interaction_eval: too few batch-norm statistics for block_layout");
+        const double second = scalar ? double(rv.data_ptr<T>()[stat]) : double(rs.data_ptr<T>()[stat]);
+        const double weight = scalar ? double(ws.data_ptr<T>()[stat]) : double(wv.data_ptr<T>()[stat]);
+        const double sc = weight / std::sqrt(second + norm_eps);
+        const double sh = scalar ? double(bs.data_ptr<T>()[stat]) - double(rm.data_ptr<T>()[stat]) * sc : 0.0;
+        for (int64_t i = 0; i < d; ++i) {
+          feature_scale[off + u * d + i] = sc;
+          feature_shift[off + u * d + i] = sh;
+        }
+      }
+      (scalar ? n_scalar : n_vector) += mul;
+    }
+  });
+  Tensor out = forward_cpu(Call(x, edge_index, basis, last_weight, last_bias, output_relu, vectors, mix,
+                                Consts{plan[0], plan[1], plan[2], plan[3], plan[4], dim_out, channels}, w1,
+                                radial[1], plan[5], plan[6], plan[7]));
+  AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "glassmd_interaction_norm", [&] {
+    std::vector<scalar_t> sc(feature_scale.begin(), feature_scale.end()), sh(feature_shift.begin(), feature_shift.end());
+    scalar_t* o = out.data_ptr<scalar_t>();
+    const scalar_t* hp = first ? nullptr : h.data_ptr<scalar_t>();
+    at::parallel_for(0, n, 1024, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) {
+        scalar_t* row = o + i * dim_out;
+        if (hp != nullptr) {
+          const scalar_t* hi = hp + i * dim_out;
+          GLASSMD_LANES for (int64_t f = 0; f < dim_out; ++f) row[f] = (hi[f] + row[f]) * sc[f] + sh[f];
+        } else {
+          GLASSMD_LANES for (int64_t f = 0; f < dim_out; ++f) row[f] = row[f] * sc[f] + sh[f];
+        }
+      }
+    });
+  });
+  return out;
+}
+
+Tensor interaction_eval_autograd(const Tensor& h, const Tensor& node_attr, const Tensor& edge_index,
+                                 const Tensor& basis, const Tensor& vectors, at::TensorList radial, double radial_eps,
+                                 bool output_relu, at::TensorList mixing, at::TensorList plan, int64_t dim_out,
+                                 int64_t channels, at::TensorList norm, double norm_eps) {
+  if (torch::autograd::GradMode::is_enabled()) {
+    TORCH_CHECK(!h.requires_grad() && !vectors.requires_grad(),
+                "glassmd::interaction_eval computes no gradients: call it under torch.no_grad()");
+    for (at::TensorList list : {radial, mixing, norm})
+      for (const Tensor& t : list)
+        TORCH_CHECK(!t.requires_grad(), "glassmd::interaction_eval computes no gradients: call it under torch.no_grad()");
+  }
+  at::AutoDispatchBelowADInplaceOrView guard;
+  return interaction_eval_cpu(h, node_attr, edge_index, basis, vectors, radial, radial_eps, output_relu, mixing, plan,
+                              dim_out, channels, norm, norm_eps);
 }
 
 // The mixing matrices of frame_conv_factored, M = mix_weight[mix_index] * mix_coef (FrameConvKernel.mix_matrices).
@@ -1865,16 +2045,22 @@ TORCH_LIBRARY(glassmd, m) {
       "Tensor radial_weight, Tensor radial_bias, bool output_relu, Tensor frame, Tensor mix, Tensor rot_in, "
       "Tensor lo_meta, Tensor src_index, Tensor weight_index, Tensor active, int dim_out, int channels, "
       "Tensor? reverse_flip=None, Tensor? alpha_coef=None, Tensor? beta_coef=None) -> Tensor");
+  m.def(
+      "interaction_eval(Tensor h, Tensor node_attr, Tensor edge_index, Tensor basis, Tensor vectors, "
+      "Tensor[] radial, float radial_eps, bool output_relu, Tensor[] mixing, Tensor[] plan, int dim_out, "
+      "int channels, Tensor[] norm, float norm_eps) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(glassmd, CPU, m) {
   m.impl("frame_conv", frame_conv_cpu);
   m.impl("frame_conv_factored", frame_conv_factored_cpu);
   m.impl("frame_conv_eval", frame_conv_eval_cpu);
+  m.impl("interaction_eval", interaction_eval_cpu);
 }
 
 TORCH_LIBRARY_IMPL(glassmd, Autograd, m) {
   m.impl("frame_conv", frame_conv_autograd);
   m.impl("frame_conv_factored", frame_conv_factored_autograd);
   m.impl("frame_conv_eval", frame_conv_eval_autograd);
+  m.impl("interaction_eval", interaction_eval_autograd);
 }

@@ -144,6 +144,35 @@ def test_radial_zeros_skipped_by_the_kernel_change_nothing():
     assert torch.allclose(paired, reference, rtol=0, atol=1e-5 * max(1.0, float(reference.abs().max())))
 
 
+def test_interaction_eval_is_the_layer_of_torch_operators():
+    """glassmd::interaction_eval (a whole layer: folds, concatenation, convolution, residual, batch-norm map)
+    against the same layer through its modules (frame_conv_eval and torch operators), with batch statistics
+    that are not the defaults; and its errors."""
+    types, edge_index, edge_vec = graph(180, (180 / 1.2) ** (1 / 3), seed=10, dtype=torch.float64, keep=0.9)
+    torch.manual_seed(2)
+    model = GlassGNN.create(ModelConfig(layers=3), torch.float64).train()
+    with torch.no_grad():
+        model(types, edge_index, edge_vec)
+    model.eval()
+    with torch.no_grad():
+        node_attr = model.node_attributes(types)
+        index, blocks = model.edge_frame_features(edge_index, edge_vec)
+        basis, vectors = blocks[:, :10], blocks[:, 10:]
+        h = node_attr.new_zeros((node_attr.shape[0], 0))
+        for layer in model.layers:
+            fused = layer(h, node_attr, index, h[:0], basis, vectors)
+            c = layer.channels
+            x = node_attr if layer.first else torch.cat([h[:, :c], node_attr, h[:, c:]], dim=1)
+            conv = layer.conv(x, index, h[:0], basis, vectors)  # frame_conv_eval
+            expected = layer.norm(conv if layer.first else h + conv)
+            assert torch.allclose(fused, expected, rtol=0, atol=1e-12 * float(expected.abs().max()))
+            h = fused
+        with pytest.raises(RuntimeError, match="0 or dim_out"):
+            model.layers[1]._fused_evaluation(h[:, :5], node_attr, index, basis, vectors)
+    with pytest.raises(RuntimeError, match="computes no gradients"):
+        model.layers[1]._fused_evaluation(h.requires_grad_(), node_attr, index, basis, vectors)
+
+
 def test_paired_edges_outside_the_fused_evaluation_are_an_error():
     types, edge_index, edge_vec = graph(100, (100 / 1.2) ** (1 / 3), seed=4, dtype=torch.float32)
     model = GlassGNN(ModelConfig(layers=2)).eval()
@@ -229,6 +258,27 @@ def test_edge_blocks_hold_each_row_in_its_lane(dtype):
         torch.ops.glassmd.edge_blocks(torch.randn(4, 3), torch.randn(4, 10), 5)
     with pytest.raises(RuntimeError, match="prefix must be"):
         torch.ops.glassmd.edge_blocks(torch.randn(4, 3), torch.randn(3, 10), 1)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-6), (torch.float64, 1e-13)])
+def test_bessel_edge_blocks_are_the_edge_blocks_of_the_paired_rows(dtype, tol):
+    """glassmd::bessel_edge_blocks (what GlassGNN.edge_inputs passes) selects the rows of the paired order itself
+    and computes their Bessel basis: the edge_blocks of the selected rows and of EdgeEmbedding.radial_basis."""
+    types, edge_index, edge_vec = graph(150, (150 / 1.2) ** (1 / 3), seed=9, dtype=dtype, keep=0.85)
+    model = GlassGNN.create(ModelConfig(layers=1), dtype)
+    order, n_pairs = torch.ops.glassmd.pair_edges(edge_index, edge_vec)
+    assert 0 < 2 * n_pairs < edge_index.shape[1]
+    _, expected, _, _, _ = paired_features(model, edge_index, edge_vec, blocked=True)
+    blocks = torch.ops.glassmd.bessel_edge_blocks(edge_vec, order, n_pairs, 10, model.edge_embedding.cutoff)
+    assert blocks.shape == expected.shape
+    assert torch.equal(blocks[:, 10:], expected[:, 10:])  # vectors and lane kinds
+    torch.testing.assert_close(blocks[:, :10], expected[:, :10], atol=tol * float(expected[:, :10].abs().max()), rtol=0)
+    with pytest.raises(RuntimeError, match="order must be"):
+        torch.ops.glassmd.bessel_edge_blocks(edge_vec, order[1:], n_pairs, 10, 2.0)
+    with pytest.raises(RuntimeError, match="out of range"):
+        torch.ops.glassmd.bessel_edge_blocks(edge_vec, order + edge_vec.shape[0], n_pairs, 10, 2.0)
+    with pytest.raises(RuntimeError, match="n_pairs must lie"):
+        torch.ops.glassmd.bessel_edge_blocks(edge_vec, order, edge_vec.shape[0], 10, 2.0)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-6), (torch.float64, 1e-12)])

@@ -212,7 +212,8 @@ def test_fused_kernel_is_built_and_used():
         with torch.no_grad():
             model(types, edge_index, edge_vec)
     keys = {e.key for e in prof.key_averages()}
-    assert "glassmd::frame_conv_eval" in keys and "glassmd::frame_conv" not in keys
+    # evaluation: each layer is one glassmd::interaction_eval (the convolution kernel and the layer's folds)
+    assert "glassmd::interaction_eval" in keys and "glassmd::frame_conv" not in keys
     with torch.profiler.profile() as prof:
         model.train()(types, edge_index, edge_vec)
     keys = {e.key for e in prof.key_averages()}
