@@ -135,8 +135,8 @@ Tensor edge_frame_rows_cpu(const Tensor& edge_vec_in, const Tensor& prefix_in, c
 // The kernel computes the frames of a block from its vectors: 93 values of basis and frame per edge were the
 // largest array of a forward, and reading it back in every layer cost more than computing the frames again.
 // [n_blocks, n_prefix + 4, L]: per block of L rows, the n_prefix values of each row, its edge vector and the
-// lane kinds (pair blocks first: rows [0, n_pairs), then the other rows). prefix(row, out) writes a row's
-// values with stride L; vec(row) points at its vector.
+// lane kinds (pair blocks first: rows [0, n_pairs), then the other rows). prefix(row0, nb, out) writes the
+// values of rows row0 .. row0 + nb - 1 into lanes 0 .. nb - 1 of the block; vec(row) points at a row's vector.
 template <typename T, typename Prefix, typename Vec>
 Tensor write_edge_blocks(const Tensor& like, int64_t n_rows, int64_t n_pairs, int64_t n_prefix, Prefix prefix,
                          Vec vec) {
@@ -153,13 +153,9 @@ Tensor write_edge_blocks(const Tensor& like, int64_t n_rows, int64_t n_pairs, in
       const int64_t e0 = pairs ? b * L : n_pairs + (b - pair_blocks) * L;
       const int64_t nb = std::min<int64_t>(L, (pairs ? n_pairs : n_rows) - e0);
       T* o = dst + b * width * L;
-      for (int64_t lane = 0; lane < L; ++lane) {
-        if (lane < nb) {
-          prefix(e0 + lane, o + lane);
-        } else {
-          for (int64_t f = 0; f < n_prefix; ++f) o[f * L + lane] = T(0);
-        }
-      }
+      prefix(e0, static_cast<int>(nb), o);
+      for (int64_t lane = nb; lane < L; ++lane)
+        for (int64_t f = 0; f < n_prefix; ++f) o[f * L + lane] = T(0);
       for (int64_t c = 0; c < 3; ++c)
         for (int64_t lane = 0; lane < L; ++lane)
           o[(n_prefix + c) * L + lane] = lane < nb ? vec(e0 + lane)[c] : T(c == 1 ? 1 : 0);
@@ -186,12 +182,43 @@ Tensor edge_blocks_cpu(const Tensor& edge_vec_in, const Tensor& prefix_in, int64
     const T* pre = prefix.data_ptr<T>();
     out = write_edge_blocks<T>(
         edge_vec, n_rows, n_pairs, n_prefix,
-        [&](int64_t row, T* o) {
-          for (int64_t f = 0; f < n_prefix; ++f) o[f * L] = pre[row * n_prefix + f];
+        [&](int64_t row0, int nb, T* o) {
+          for (int lane = 0; lane < nb; ++lane)
+            for (int64_t f = 0; f < n_prefix; ++f) o[f * L + lane] = pre[(row0 + lane) * n_prefix + f];
         },
         [&](int64_t row) { return vec + 3 * row; });
   });
   return out;
+}
+
+// sin and cos of t = k r for L lanes. For t in [0, pi] (edges within the cutoff) by Taylor polynomials of
+// x = t - pi / 2 in [-pi/2, pi/2] (terms below 3e-16), which vectorise: one libm call of each per row took most
+// of bessel_edge_blocks (18 ms at N = 32768); other t (longer edges) by libm.
+template <int L>
+void sin_cos_to_pi(double k, const double* r, double* s, double* c) {
+  GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
+    const double x = k * r[lane] - M_PI / 2, x2 = x * x;
+    double sx = -1.0 / 121645100408832000.0;  // -1/19!
+    double cx = 1.0 / 2432902008176640000.0;  // 1/20!
+    const double sin_coef[9] = {1.0 / 355687428096000.0, -1.0 / 1307674368000.0, 1.0 / 6227020800.0,
+                                -1.0 / 39916800.0,        1.0 / 362880.0,          -1.0 / 5040.0,
+                                1.0 / 120.0,               -1.0 / 6.0,              1.0};
+    const double cos_coef[10] = {-1.0 / 6402373705728000.0, 1.0 / 20922789888000.0, -1.0 / 87178291200.0,
+                                 1.0 / 479001600.0,          -1.0 / 3628800.0,       1.0 / 40320.0,
+                                 -1.0 / 720.0,               1.0 / 24.0,             -1.0 / 2.0,
+                                 1.0};
+    for (int i = 0; i < 9; ++i) sx = sx * x2 + sin_coef[i];
+    for (int i = 0; i < 10; ++i) cx = cx * x2 + cos_coef[i];
+    s[lane] = cx;       // sin(x + pi/2) = cos x
+    c[lane] = -sx * x;  // cos(x + pi/2) = -sin x
+  }
+  for (int lane = 0; lane < L; ++lane) {
+    const double t = k * r[lane];
+    if (!(t >= 0.0 && t <= M_PI)) {
+      s[lane] = std::sin(t);
+      c[lane] = std::cos(t);
+    }
+  }
 }
 
 // glassmd::edge_blocks of the paired evaluation straight from the graph: the rows are the edges
@@ -221,16 +248,23 @@ Tensor bessel_edge_blocks_cpu(const Tensor& edge_vec_in, const Tensor& order_in,
     const T* vec = edge_vec.data_ptr<T>();
     out = write_edge_blocks<T>(
         edge_vec, n_edges - n_pairs, n_pairs, n_radial,
-        [&](int64_t row, T* o) {
-          const T* v = vec + 3 * edge_of(row);
-          const double r = std::sqrt(double(v[0]) * v[0] + double(v[1]) * v[1] + double(v[2]) * v[2]);
-          const double s1 = std::sin(k * r), c2 = 2.0 * std::cos(k * r), scale = norm / r;
-          double previous = 0.0, current = s1;  // sin((n - 1) t), sin(n t)
-          for (int64_t n = 0; n < n_radial; ++n) {
-            o[n * L] = static_cast<T>(current * scale);
-            const double next = c2 * current - previous;
-            previous = current;
-            current = next;
+        [&](int64_t row0, int nb, T* o) {
+          double r[L], s1[L], c1[L];
+          for (int lane = 0; lane < nb; ++lane) {
+            const T* v = vec + 3 * edge_of(row0 + lane);
+            r[lane] = std::sqrt(double(v[0]) * v[0] + double(v[1]) * v[1] + double(v[2]) * v[2]);
+          }
+          for (int lane = nb; lane < L; ++lane) r[lane] = cutoff / 2;
+          sin_cos_to_pi<L>(k, r, s1, c1);
+          for (int lane = 0; lane < nb; ++lane) {
+            const double c2 = 2.0 * c1[lane], scale = norm / r[lane];
+            double previous = 0.0, current = s1[lane];  // sin((n - 1) t), sin(n t)
+            for (int64_t n = 0; n < n_radial; ++n) {
+              o[n * L + lane] = static_cast<T>(current * scale);
+              const double next = c2 * current - previous;
+              previous = current;
+              current = next;
+            }
           }
         },
         [&](int64_t row) { return vec + 3 * edge_of(row); });

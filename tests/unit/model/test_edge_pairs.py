@@ -273,6 +273,14 @@ def test_bessel_edge_blocks_are_the_edge_blocks_of_the_paired_rows(dtype, tol):
     assert blocks.shape == expected.shape
     assert torch.equal(blocks[:, 10:], expected[:, 10:])  # vectors and lane kinds
     torch.testing.assert_close(blocks[:, :10], expected[:, :10], atol=tol * float(expected[:, :10].abs().max()), rtol=0)
+    # edges longer than the basis' cutoff (sin and cos by libm there, polynomials below)
+    blocks = torch.ops.glassmd.bessel_edge_blocks(edge_vec, order, n_pairs, 10, 1.0)
+    rows = edge_vec[torch.cat([order[:n_pairs], order[2 * n_pairs :]])]
+    r = rows.double().norm(dim=1, keepdim=True)
+    assert float(r.max()) > 1.5
+    basis = (2.0**0.5 * torch.sin(r * torch.arange(1, 11, dtype=torch.float64) * torch.pi) / r).to(dtype)
+    expected = torch.ops.glassmd.edge_blocks(rows, basis, n_pairs)
+    torch.testing.assert_close(blocks[:, :10], expected[:, :10], atol=tol * float(expected[:, :10].abs().max()), rtol=0)
     with pytest.raises(RuntimeError, match="order must be"):
         torch.ops.glassmd.bessel_edge_blocks(edge_vec, order[1:], n_pairs, 10, 2.0)
     with pytest.raises(RuntimeError, match="out of range"):
