@@ -1,8 +1,8 @@
 """The model file the LAMMPS plugin and other tools load: one self-contained TorchScript file.
 
 The file needs no glassmd classes, but a model exported with the default ``fused`` implementation calls the
-operators ``glassmd::frame_conv_eval`` and ``glassmd::frame_conv_factored`` (older files: ``glassmd::frame_conv``,
-still registered): load them after ``import glassmd.model`` (or
+operators ``glassmd::interaction_eval`` (evaluation) and ``glassmd::frame_conv_factored`` (older files:
+``glassmd::frame_conv_eval`` and ``glassmd::frame_conv``, still registered): load them after ``import glassmd.model`` (or
 ``torch.ops.load_library(glassmd.model.fused_kernel.fused_kernel_path())``); a model switched to
 ``set_implementation("frame")`` before export loads with plain ``torch.jit.load`` anywhere. Its metadata (cutoff, particle type
 names and order, outputs, label normalisation, model config, versions) is stored twice: as the extra file
