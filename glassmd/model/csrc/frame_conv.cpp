@@ -439,7 +439,8 @@ struct Block {
     for (; k < p.n_w; ++k) {
       __m512 acc = _mm512_set1_ps(r.bias[k]);
       for (int j = 0; j < n; ++j)
-        acc = _mm512_fmadd_ps(_mm512_set1_ps(r.weight[k * 16 + list[j]]), _mm512_loadu_ps(hb.data() + list[j] * 16), acc);
+        acc = _mm512_fmadd_ps(_mm512_set1_ps(r.weight[k * 16 + list[j]]), _mm512_loadu_ps(hb.data() + list[j] * 16),
+                              acc);
       _mm512_storeu_ps(wb.data() + k * 16, r.output_relu ? _mm512_max_ps(acc, _mm512_setzero_ps()) : acc);
     }
     return true;
@@ -1595,7 +1596,8 @@ struct Call {
        const Tensor& b_in, bool relu, const Tensor& frame_in, const Tensor& mix_in, const Consts& k,
        const Tensor& first_w = Tensor(), const Tensor& first_b = Tensor(), const Tensor& flip = Tensor(),
        const Tensor& alpha_coef = Tensor(), const Tensor& beta_coef = Tensor())
-      : x(padded_rows(x_in) ? x_in : x_in.contiguous()),
+      // padded rows are read in place by the evaluation only (the backward kernels take x contiguous)
+      : x(padded_rows(x_in) && first_w.defined() ? x_in : x_in.contiguous()),
         edge_index(edge_index_in.to(at::kLong).contiguous()),
         hidden(hidden_in),
         radial_weight(w_in.contiguous()),
@@ -1903,7 +1905,8 @@ Tensor interaction_eval_cpu(const Tensor& h_in, const Tensor& node_attr_in, cons
                                 Consts{plan[0], plan[1], plan[2], plan[3], plan[4], dim_out, channels}, w1,
                                 radial[1], plan[5], plan[6], plan[7]));
   AT_DISPATCH_FLOATING_TYPES(out.scalar_type(), "glassmd_interaction_norm", [&] {
-    std::vector<scalar_t> sc(feature_scale.begin(), feature_scale.end()), sh(feature_shift.begin(), feature_shift.end());
+    const std::vector<scalar_t> sc(feature_scale.begin(), feature_scale.end());
+    const std::vector<scalar_t> sh(feature_shift.begin(), feature_shift.end());
     scalar_t* o = out.data_ptr<scalar_t>();
     const scalar_t* hp = first ? nullptr : h.data_ptr<scalar_t>();
     at::parallel_for(0, n, 1024, [&](int64_t i0, int64_t i1) {
@@ -1930,7 +1933,8 @@ Tensor interaction_eval_autograd(const Tensor& h, const Tensor& node_attr, const
                 "glassmd::interaction_eval computes no gradients: call it under torch.no_grad()");
     for (at::TensorList list : {radial, mixing, norm})
       for (const Tensor& t : list)
-        TORCH_CHECK(!t.requires_grad(), "glassmd::interaction_eval computes no gradients: call it under torch.no_grad()");
+        TORCH_CHECK(!t.requires_grad(),
+                    "glassmd::interaction_eval computes no gradients: call it under torch.no_grad()");
   }
   at::AutoDispatchBelowADInplaceOrView guard;
   return interaction_eval_cpu(h, node_attr, edge_index, basis, vectors, radial, radial_eps, output_relu, mixing, plan,

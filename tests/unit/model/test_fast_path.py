@@ -362,3 +362,31 @@ def test_fused_kernel_rejects_a_plan_that_does_not_fit_its_tensors():
     with pytest.raises(RuntimeError, match="mixing matrices too short"):
         with torch.no_grad():
             model(types, edge_index, edge_vec)
+
+
+def test_features_in_wider_rows_give_the_same_convolution_and_gradients():
+    """Node features that are a view into wider rows (the layout the evaluation's padded input has) are read in
+    place by the evaluation kernel and copied for the training kernels: same values and gradients."""
+    graph = random_configuration(120, torch.float64, seed=5)
+    model = model_with_statistics(ModelConfig(layers=2), torch.float64, graph)
+    _, types, edge_index, edge_vec = graph
+    conv = model.layers[1].conv
+    n, dim_in = types.shape[0], conv.irreps_in.dim
+    wide = torch.randn(n, 80, dtype=torch.float64)  # 640-byte rows, whole cache lines
+    with torch.no_grad():
+        index, blocks = model.edge_frame_features(edge_index, edge_vec)
+        view, dense = wide[:, :dim_in], wide[:, :dim_in].contiguous()
+        assert torch.equal(conv(view, index, wide[:0], blocks[:, :10], blocks[:, 10:]),
+                           conv(dense, index, wide[:0], blocks[:, :10], blocks[:, 10:]))
+    model.train()
+    _, sh, radial, frame = model.edge_inputs(edge_index, edge_vec)
+    grads = []
+    for x in (wide.clone().requires_grad_(), None):
+        source = x if x is not None else wide.clone().requires_grad_()
+        features = source[:, :dim_in] if x is not None else source[:, :dim_in].contiguous()
+        torch.manual_seed(0)
+        out = conv(features, edge_index, sh, radial, frame)
+        (out**2).sum().backward()
+        grads.append((out.detach(), source.grad))
+    assert torch.allclose(grads[0][0], grads[1][0], rtol=0, atol=1e-12)
+    assert torch.allclose(grads[0][1], grads[1][1], rtol=0, atol=1e-12)
