@@ -979,6 +979,20 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
         if (w % 2 != 0) continue;
         const int64_t k0 = (w / 2) * L;
         const int nb = static_cast<int>(std::min<int64_t>(L, n_pairs - k0));
+        if (edge_blocks != nullptr && w / 2 + 2 < pair_blocks) {
+          // The edge arrays are read once per layer and at large N exceed the last-level cache, where they
+          // would evict the node rows that the gathers reuse: fetched ahead as non-temporal.
+          const char* next = reinterpret_cast<const char*>(edge_blocks->basis + (w / 2 + 2) * edge_blocks->stride);
+          for (int64_t b = 0; b < edge_blocks->stride * int64_t(sizeof(T)); b += 64)
+            _mm_prefetch(next + b, _MM_HINT_NTA);
+          for (int s = 0; s < 2; ++s) {
+            const int64_t e = (s == 0 ? k0 : n_pairs + k0) + 2 * L;
+            _mm_prefetch(reinterpret_cast<const char*>(sender + e), _MM_HINT_NTA);
+            _mm_prefetch(reinterpret_cast<const char*>(sender + e) + 64, _MM_HINT_NTA);
+            _mm_prefetch(reinterpret_cast<const char*>(receiver + e), _MM_HINT_NTA);
+            _mm_prefetch(reinterpret_cast<const char*>(receiver + e) + 64, _MM_HINT_NTA);
+          }
+        }
         if (edge_blocks != nullptr) {
           if (!edge_blocks->template lanes_match<L>(w / 2, T(2), nb)) {
             bad_blocks = true;
