@@ -135,8 +135,9 @@ Tensor edge_frame_rows_cpu(const Tensor& edge_vec_in, const Tensor& prefix_in, c
 // The kernel computes the frames of a block from its vectors: 93 values of basis and frame per edge were the
 // largest array of a forward, and reading it back in every layer cost more than computing the frames again.
 // [n_blocks, n_prefix + 4, L]: per block of L rows, the n_prefix values of each row, its edge vector and the
-// lane kinds (pair blocks first: rows [0, n_pairs), then the other rows). prefix(row0, nb, out) writes the
-// values of rows row0 .. row0 + nb - 1 into lanes 0 .. nb - 1 of the block; vec(row) points at a row's vector.
+// lane kinds (pair blocks first: rows [0, n_pairs), then the other rows). vec(row) points at a row's vector;
+// prefix(row0, nb, vecs, out) writes the values of rows row0 .. row0 + nb - 1 (vectors vecs[0 .. nb - 1]) into
+// lanes 0 .. nb - 1 of the block.
 template <typename T, typename Prefix, typename Vec>
 Tensor write_edge_blocks(const Tensor& like, int64_t n_rows, int64_t n_pairs, int64_t n_prefix, Prefix prefix,
                          Vec vec) {
@@ -153,12 +154,14 @@ Tensor write_edge_blocks(const Tensor& like, int64_t n_rows, int64_t n_pairs, in
       const int64_t e0 = pairs ? b * L : n_pairs + (b - pair_blocks) * L;
       const int64_t nb = std::min<int64_t>(L, (pairs ? n_pairs : n_rows) - e0);
       T* o = dst + b * width * L;
-      prefix(e0, static_cast<int>(nb), o);
+      const T* vecs[L];  // each row's vector looked up once (bessel_edge_blocks reads rows through an order)
+      for (int64_t lane = 0; lane < nb; ++lane) vecs[lane] = vec(e0 + lane);
+      prefix(e0, static_cast<int>(nb), vecs, o);
       for (int64_t lane = nb; lane < L; ++lane)
         for (int64_t f = 0; f < n_prefix; ++f) o[f * L + lane] = T(0);
       for (int64_t c = 0; c < 3; ++c)
         for (int64_t lane = 0; lane < L; ++lane)
-          o[(n_prefix + c) * L + lane] = lane < nb ? vec(e0 + lane)[c] : T(c == 1 ? 1 : 0);
+          o[(n_prefix + c) * L + lane] = lane < nb ? vecs[lane][c] : T(c == 1 ? 1 : 0);
       for (int64_t lane = 0; lane < L; ++lane)
         o[(n_prefix + 3) * L + lane] = lane >= nb ? T(kLanePadding) : pairs ? T(kLanePair) : T(kLaneEdge);
     }
@@ -182,7 +185,7 @@ Tensor edge_blocks_cpu(const Tensor& edge_vec_in, const Tensor& prefix_in, int64
     const T* pre = prefix.data_ptr<T>();
     out = write_edge_blocks<T>(
         edge_vec, n_rows, n_pairs, n_prefix,
-        [&](int64_t row0, int nb, T* o) {
+        [&](int64_t row0, int nb, const T* const*, T* o) {
           for (int lane = 0; lane < nb; ++lane)
             for (int64_t f = 0; f < n_prefix; ++f) o[f * L + lane] = pre[(row0 + lane) * n_prefix + f];
         },
@@ -248,10 +251,10 @@ Tensor bessel_edge_blocks_cpu(const Tensor& edge_vec_in, const Tensor& order_in,
     const T* vec = edge_vec.data_ptr<T>();
     out = write_edge_blocks<T>(
         edge_vec, n_edges - n_pairs, n_pairs, n_radial,
-        [&](int64_t row0, int nb, T* o) {
+        [&](int64_t, int nb, const T* const* vecs, T* o) {
           double r[L], s1[L], c1[L];
           for (int lane = 0; lane < nb; ++lane) {
-            const T* v = vec + 3 * edge_of(row0 + lane);
+            const T* v = vecs[lane];
             r[lane] = std::sqrt(double(v[0]) * v[0] + double(v[1]) * v[1] + double(v[2]) * v[2]);
           }
           for (int lane = nb; lane < L; ++lane) r[lane] = cutoff / 2;
