@@ -88,6 +88,9 @@ class EquivariantConv(nn.Module):
         edge_radial: torch.Tensor,
         edge_frame: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
+        """``edge_frame``: the Wigner matrices of :class:`~glassmd.model.fast_conv.EdgeFrames` ``[E, frame_dim]``
+        (None: the e3nn reference); for the fused kernel on the CPU without gradients with respect to positions,
+        the edge vectors ``[E, 3]`` (it computes the frames itself), or paired edge blocks in evaluation."""
         if edge_frame is not None:
             if edge_radial.dim() == 3 or edge_radial.shape[0] != edge_index.shape[1]:
                 # Paired edges (GlassGNN.edge_inputs): one radial row and frame per pair, or the edge blocks of
@@ -145,6 +148,9 @@ class EquivariantConv(nn.Module):
     ) -> torch.Tensor:
         if not self.training and self.radial.folds() and not torch.is_grad_enabled():
             # Evaluation: the whole radial MLP runs per edge inside the kernel (batch norm folded).
+            if edge_frame.dim() == 2 and edge_frame.shape[1] == 3:
+                # edge vectors, as a network in training mode gives them (GlassGNN.edge_inputs) to a layer in eval
+                edge_frame = self.frame_kernel.frames_of_vectors(edge_frame)
             first_weight, first_bias, last_weight, last_bias = self.radial.evaluation_layers()
             return self.frame_kernel.fused_eval(
                 x,

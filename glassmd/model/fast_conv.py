@@ -377,8 +377,13 @@ class FrameConvKernel(nn.Module):
         (:meth:`mix_matrices`), so that its backward sums the gradient of ``mix_weight`` directly: one sum per
         weight, not one per product of the matrices.
 
+        ``edge_frame`` is the frames ``[E, frame_dim]``, or the edge vectors ``[E, 3]``: the kernel then computes
+        each block's frames itself, in the forward and again in the backward (reading 83 precomputed values per
+        edge back took longer, twice per layer).
+
         (Model files exported before it existed call ``glassmd::frame_conv``, with the matrices themselves,
         which stays registered.)"""
+        vectors = edge_frame.dim() == 2 and edge_frame.shape[1] == 3
         return torch.ops.glassmd.frame_conv_factored(
             x,
             edge_index,
@@ -397,7 +402,13 @@ class FrameConvKernel(nn.Module):
             self.active,
             self.dim_out,
             self.channels,
+            self.frame_alpha_coef if vectors else None,
+            self.frame_beta_coef if vectors else None,
         )
+
+    def frames_of_vectors(self, edge_vec: torch.Tensor) -> torch.Tensor:
+        """The frames ``[E, frame_dim]`` of edge vectors ``[E, 3]`` (``glassmd::edge_frames``, CPU)."""
+        return torch.ops.glassmd.edge_frames(edge_vec, self.frame_alpha_coef, self.frame_beta_coef, self.l_max)
 
     def fused_eval(
         self,

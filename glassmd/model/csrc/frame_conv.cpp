@@ -240,6 +240,16 @@ struct EdgeBlocks {
   }
 };
 
+// Edge vectors [E, 3], row-major, from which the training kernels compute the frames of each block
+// (frame_conv_factored given alpha_coef and beta_coef): 3 values per edge read instead of the 83 of precomputed
+// frames. Their [E, 83] array, 13 MB at N = 1000, was read back by every layer twice (forward and backward), and
+// that transposition out of the last-level cache cost about as much as the whole mix.
+template <typename T>
+struct EdgeVectors {
+  const T* vec;
+  const glassmd_frames::FramePlan* frames;
+};
+
 // Calls f with the size d = 2l + 1 of an l block as a compile-time constant for the paper's l = 1..3, else with 0
 // (read d at run time): with the size known, the loops of the rotations unroll and their index arithmetic folds
 // (rotation into the edge frames of a pair block 840-906 -> 700-730 TSC, N = 1000).
@@ -316,6 +326,24 @@ struct Block {
     }
     hidden.block(r0, nb, first->n_in, rb.data());
     first_layer(*first, rb.data());
+  }
+
+  // Rows r0 .. r0+nb-1: radial hidden values into hb, frames computed from the edge vectors into fr. Missing
+  // lanes get the polar axis (a valid frame; their hidden values and output gradients are zero).
+  void gather_vector_rows(const Plan& p, int64_t r0, int nb, const Strided<T>& hidden, const EdgeVectors<T>& ev,
+                          glassmd_frames::FrameScratch<T, L>& scratch) {
+    if (nb < L) std::fill(hb.begin(), hb.end(), T(0));
+    hidden.block(r0, nb, static_cast<int64_t>(hb.size() / L), hb.data());
+    T vx[L], vy[L], vz[L];
+    const T* v = ev.vec + 3 * r0;
+    for (int lane = 0; lane < L; ++lane) {
+      const bool real = lane < nb;
+      vx[lane] = real ? v[3 * lane] : T(0);
+      vy[lane] = real ? v[3 * lane + 1] : T(1);
+      vz[lane] = real ? v[3 * lane + 2] : T(0);
+    }
+    glassmd_frames::frames_of_block<T, L>(*ev.frames, vx, vy, vz, scratch, fr.data());
+    frame_rows = fr.data();
   }
 
   // Block b of EdgeBlocks: the frames from its edge vectors, the hidden values from its radial basis.
@@ -946,7 +974,7 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
                     int64_t n_edges, int64_t n_pairs, const Strided<T>& hidden,
                     const Radial<T>& radial, const Strided<T>& frame, const T* mix, T* out,
                     const FirstLayer<T>* first = nullptr, const EdgeBlocks<T>* edge_blocks = nullptr,
-                    int64_t x_stride = 0) {
+                    int64_t x_stride = 0, const EdgeVectors<T>* vectors = nullptr) {
   int64_t max_d = 1;
   for (const auto& b : p.blocks) max_d = std::max(max_d, b.d);
   const int64_t n_single = n_edges - 2 * n_pairs;
@@ -974,6 +1002,7 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
     Block<T, L> blk(p, max_d * p.channels, radial.hidden, first != nullptr ? first->n_in : 0);
     std::optional<glassmd_frames::FrameScratch<T, L>> frame_scratch;
     if (edge_blocks != nullptr) frame_scratch.emplace(*edge_blocks->frames);
+    if (vectors != nullptr) frame_scratch.emplace(*vectors->frames);
     for (int64_t w = w_begin; w < w_end; ++w) {
       if (w < 2 * pair_blocks) {
         if (w % 2 != 0) continue;
@@ -1019,6 +1048,8 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
             continue;
           }
           blk.edge_block(*edge_blocks, pair_blocks + j0 / L, *frame_scratch, *first);
+        } else if (vectors != nullptr) {
+          blk.gather_vector_rows(p, n_pairs + j0, nb, hidden, *vectors, *frame_scratch);
         } else {
           blk.gather_edge_rows(p, n_pairs + j0, nb, hidden, frame, first);
         }
@@ -1396,7 +1427,8 @@ template <typename T, int L>
 void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nodes, const int64_t* sender,
                      const int64_t* receiver, int64_t n_edges, const Strided<T>& hidden, const Radial<T>& radial,
                      const Strided<T>& frame, const MixGroups<T>& groups, T* grad_x, T* grad_hidden,
-                     T* grad_radial_weight, T* grad_radial_bias, T* grad_mix, int64_t grad_mix_numel) {
+                     T* grad_radial_weight, T* grad_radial_bias, T* grad_mix, int64_t grad_mix_numel,
+                     const EdgeVectors<T>* vectors = nullptr) {
   const int64_t H = radial.hidden;
   const int64_t C = p.channels;
   int64_t max_d = 1;
@@ -1417,9 +1449,16 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
     T* grad_b = grad_W + p.n_w * H * L;
     const bool tiled = RadialGradTiles<T, L>::usable(H);
     RadialGradTiles<T, L> tiles(tiled ? p.n_w : 0, tiled ? H : 0);
+    std::optional<glassmd_frames::FrameScratch<T, L>> frame_scratch;
+    if (vectors != nullptr) frame_scratch.emplace(*vectors->frames);
     for (int64_t b0 = e_begin; b0 < e_end; b0 += L) {
       const int nb = static_cast<int>(std::min<int64_t>(L, e_end - b0));
-      blk.gather(p, b0, nb, sender, x, hidden, frame);
+      if (vectors != nullptr) {
+        blk.gather_senders(p, sender + b0, nb, x);
+        blk.gather_vector_rows(p, b0, nb, hidden, *vectors, *frame_scratch);
+      } else {
+        blk.gather(p, b0, nb, sender, x, hidden, frame);
+      }
       blk.radial_weights(p, radial);
       blk.template rotate_in<1>(p);
       const T* grows[L];
@@ -1605,11 +1644,12 @@ struct Call {
   Tensor mix_weight, mix_index, mix_coef;
   int64_t n_pairs = 0;
   bool blocked = false;  // hidden and frame are EdgeBlocks (glassmd::edge_blocks), not rows
+  bool vectors = false;  // frame is the [E, 3] edge vectors (EdgeVectors), not the frames
 
   Call(const Tensor& x_in, const Tensor& edge_index_in, const Tensor& hidden_in, const Tensor& w_in,
        const Tensor& b_in, bool relu, const Tensor& frame_in, const Tensor& mix_in, const Consts& k,
        const Tensor& first_w = Tensor(), const Tensor& first_b = Tensor(), const Tensor& flip = Tensor(),
-       const Tensor& alpha_coef = Tensor(), const Tensor& beta_coef = Tensor())
+       const Tensor& alpha_coef = Tensor(), const Tensor& beta_coef = Tensor(), bool from_vectors = false)
       // padded rows are read in place by the evaluation only (the backward kernels take x contiguous)
       : x(padded_rows(x_in) && first_w.defined() ? x_in : x_in.contiguous()),
         edge_index(edge_index_in.to(at::kLong).contiguous()),
@@ -1621,12 +1661,25 @@ struct Call {
         output_relu(relu),
         first_weight(first_w.defined() ? first_w.contiguous() : first_w),
         first_bias(first_b.defined() ? first_b.contiguous() : first_b),
-        reverse_flip(flip.defined() ? flip.contiguous() : flip) {
+        reverse_flip(flip.defined() ? flip.contiguous() : flip),
+        vectors(from_vectors) {
     TORCH_CHECK(x.device().is_cpu(), "glassmd::frame_conv runs on the CPU; use the torch kernel on ", x.device());
     TORCH_CHECK(edge_index.dim() == 2 && edge_index.size(0) == 2, "frame_conv: edge_index must be [2, E]");
     const int64_t n_edges = edge_index.size(1);
     blocked = frame.dim() == 3;
-    int64_t frame_dim = frame.size(1);
+    int64_t frame_dim = frame.dim() == 2 ? frame.size(1) : 0;
+    if (vectors) {
+      TORCH_CHECK(frame.dim() == 2 && frame.size(1) == 3,
+                  "frame_conv_factored: with alpha_coef and beta_coef, `frame` must be the [E, 3] edge vectors");
+      TORCH_CHECK(alpha_coef.defined() && beta_coef.defined() && alpha_coef.dim() == 2 && beta_coef.dim() == 2,
+                  "frame_conv_factored: alpha_coef and beta_coef must be the [n, frame_dim] EdgeFrames constants");
+      const int64_t l_max = glassmd_frames::FramePlan::l_max_of(alpha_coef.size(1));
+      TORCH_CHECK(l_max >= 1, "frame_conv_factored: alpha_coef has ", alpha_coef.size(1),
+                  " columns, not a frame size");
+      frames.emplace(alpha_coef, beta_coef, l_max);
+      frame_dim = frames->dim;
+      frame = frame.contiguous();
+    }
     if (blocked) {
       const int64_t lanes = static_cast<int64_t>(64 / x.element_size());
       TORCH_CHECK(first_weight.defined() && reverse_flip.defined(),
@@ -1693,6 +1746,10 @@ struct Call {
   Radial<T> radial() const {
     return Radial<T>{radial_weight.data_ptr<T>(), radial_bias.data_ptr<T>(), radial_weight.size(1), output_relu};
   }
+  template <typename T>
+  EdgeVectors<T> edge_vectors() const {
+    return vectors ? EdgeVectors<T>{frame.data_ptr<T>(), &*frames} : EdgeVectors<T>{nullptr, nullptr};
+  }
 };
 
 Tensor forward_cpu(const Call& a) {
@@ -1705,11 +1762,12 @@ Tensor forward_cpu(const Call& a) {
     EdgeBlocks<scalar_t> blocks{};
     if (a.blocked)
       blocks = {a.hidden.data_ptr<scalar_t>(), a.frame.data_ptr<scalar_t>(), a.frame.stride(0), &*a.frames};
+    const EdgeVectors<scalar_t> vectors = a.edge_vectors<scalar_t>();
     forward_kernel<scalar_t, L>(a.plan, a.x.data_ptr<scalar_t>(), a.x.size(0), a.sender(), a.receiver(),
                                 a.n_edges(), a.n_pairs, Strided<scalar_t>(a.hidden), a.radial<scalar_t>(),
                                 Strided<scalar_t>(a.frame), a.mix.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                 a.first_weight.defined() ? &first : nullptr, a.blocked ? &blocks : nullptr,
-                                padded_rows(a.x) ? a.x.stride(0) : 0);
+                                padded_rows(a.x) ? a.x.stride(0) : 0, a.vectors ? &vectors : nullptr);
   });
   return out;
 }
@@ -1736,12 +1794,14 @@ std::vector<Tensor> backward_cpu(const Tensor& grad_out_in, const Call& a) {
         factored ? weight_groups<scalar_t>(a.plan, a.mix_weight.data_ptr<scalar_t>(), a.mix_weight.numel(),
                                            a.mix_index.data_ptr<int64_t>(), a.mix_coef.data_ptr<scalar_t>())
                  : product_groups<scalar_t>(a.plan, a.mix.data_ptr<scalar_t>());
+    const EdgeVectors<scalar_t> vectors = a.edge_vectors<scalar_t>();
     backward_kernel<scalar_t, L>(a.plan, grad_out.data_ptr<scalar_t>(), a.x.data_ptr<scalar_t>(), a.x.size(0),
                                  a.sender(), a.receiver(), a.n_edges(), Strided<scalar_t>(a.hidden),
                                  a.radial<scalar_t>(), Strided<scalar_t>(a.frame), groups,
                                  grad_x.data_ptr<scalar_t>(), grad_hidden.data_ptr<scalar_t>(),
                                  grad_w.data_ptr<scalar_t>(), grad_b.data_ptr<scalar_t>(),
-                                 grad_mix.data_ptr<scalar_t>(), grad_mix.numel());
+                                 grad_mix.data_ptr<scalar_t>(), grad_mix.numel(),
+                                 a.vectors ? &vectors : nullptr);
   });
   return {grad_x, grad_hidden, grad_w, grad_b, grad_mix};
 }
@@ -1965,20 +2025,33 @@ Tensor factored_mix(const Tensor& mix_weight, const Tensor& mix_index, const Ten
   return mix_weight.index_select(0, mix_index) * mix_coef;
 }
 
+// With alpha_coef and beta_coef (EdgeFrames' constants), `frame` is the [E, 3] edge vectors and the kernels compute
+// the frames per block (EdgeVectors).
+Call factored_call(const Tensor& x, const Tensor& edge_index, const Tensor& hidden, const Tensor& radial_weight,
+                   const Tensor& radial_bias, bool output_relu, const Tensor& frame, const Tensor& matrices,
+                   const Consts& k, const Tensor& alpha_coef, const Tensor& beta_coef) {
+  const bool from_vectors = alpha_coef.defined() && alpha_coef.numel() > 0;
+  return Call(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame, matrices, k, Tensor(), Tensor(),
+              Tensor(), from_vectors ? alpha_coef : Tensor(), from_vectors ? beta_coef : Tensor(), from_vectors);
+}
+
 Tensor frame_conv_factored_cpu(const Tensor& x, const Tensor& edge_index, const Tensor& hidden,
                                const Tensor& radial_weight, const Tensor& radial_bias, bool output_relu,
                                const Tensor& frame, const Tensor& mix_weight, const Tensor& mix_index,
                                const Tensor& mix_coef, const Tensor& rot_in, const Tensor& lo_meta,
                                const Tensor& src_index, const Tensor& weight_index, const Tensor& active,
-                               int64_t dim_out, int64_t channels) {
-  return frame_conv_cpu(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame,
-                        factored_mix(mix_weight, mix_index, mix_coef), rot_in, lo_meta, src_index, weight_index,
-                        active, dim_out, channels);
+                               int64_t dim_out, int64_t channels, const std::optional<Tensor>& alpha_coef,
+                               const std::optional<Tensor>& beta_coef) {
+  return forward_cpu(factored_call(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame,
+                                   factored_mix(mix_weight, mix_index, mix_coef),
+                                   Consts{rot_in, lo_meta, src_index, weight_index, active, dim_out, channels},
+                                   alpha_coef.value_or(Tensor()), beta_coef.value_or(Tensor())));
 }
 
 // frame_conv and frame_conv_factored with gradients. `mix` is M, or with `factored` the weight of
 // M = mix[mix_index] * mix_coef, and then its gradient is that of the weight (MixGroups). (autograd::Function
-// takes no undefined tensors: frame_conv passes empty ones for mix_index and mix_coef.)
+// takes no undefined tensors: frame_conv passes empty ones for mix_index and mix_coef, and without the frame
+// constants alpha_coef and beta_coef, empty ones for them.)
 class FrameConvFunction : public torch::autograd::Function<FrameConvFunction> {
  public:
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& edge_index,
@@ -1986,22 +2059,23 @@ class FrameConvFunction : public torch::autograd::Function<FrameConvFunction> {
                         bool output_relu, const Tensor& frame, const Tensor& mix, const Tensor& mix_index,
                         const Tensor& mix_coef, const Tensor& rot_in, const Tensor& lo_meta,
                         const Tensor& src_index, const Tensor& weight_index, const Tensor& active, int64_t dim_out,
-                        int64_t channels, bool factored) {
+                        int64_t channels, bool factored, const Tensor& alpha_coef, const Tensor& beta_coef) {
     TORCH_CHECK(!frame.requires_grad(),
-                "glassmd::frame_conv has no gradient with respect to the edge frames (positions); "
+                "glassmd::frame_conv has no gradient with respect to the edge frames or vectors (positions); "
                 "use the torch kernel for forces");
     TORCH_CHECK(!mix_coef.requires_grad(),
                 "glassmd::frame_conv_factored has no gradient with respect to mix_coef");
     ctx->save_for_backward({x, edge_index, hidden, radial_weight, radial_bias, frame, mix, mix_index, mix_coef,
-                            rot_in, lo_meta, src_index, weight_index, active});
+                            rot_in, lo_meta, src_index, weight_index, active, alpha_coef, beta_coef});
     ctx->saved_data["output_relu"] = output_relu;
     ctx->saved_data["dim_out"] = dim_out;
     ctx->saved_data["channels"] = channels;
     ctx->saved_data["factored"] = factored;
     at::AutoDispatchBelowADInplaceOrView guard;
     const Tensor matrices = factored ? factored_mix(mix, mix_index, mix_coef) : mix;
-    return frame_conv_cpu(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame, matrices, rot_in,
-                          lo_meta, src_index, weight_index, active, dim_out, channels);
+    return forward_cpu(factored_call(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame, matrices,
+                                     Consts{rot_in, lo_meta, src_index, weight_index, active, dim_out, channels},
+                                     alpha_coef, beta_coef));
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
@@ -2011,8 +2085,8 @@ class FrameConvFunction : public torch::autograd::Function<FrameConvFunction> {
              ctx->saved_data["channels"].toInt()};
     const bool factored = ctx->saved_data["factored"].toBool();
     at::AutoDispatchBelowADInplaceOrView guard;
-    Call call(s[0], s[1], s[2], s[3], s[4], ctx->saved_data["output_relu"].toBool(), s[5],
-              factored ? factored_mix(s[6], s[7], s[8]) : s[6], k);
+    Call call = factored_call(s[0], s[1], s[2], s[3], s[4], ctx->saved_data["output_relu"].toBool(), s[5],
+                              factored ? factored_mix(s[6], s[7], s[8]) : s[6], k, s[14], s[15]);
     if (factored) {
       call.mix_weight = s[6].contiguous();
       call.mix_index = s[7].contiguous();
@@ -2021,7 +2095,7 @@ class FrameConvFunction : public torch::autograd::Function<FrameConvFunction> {
     auto g = backward_cpu(grad_outputs[0], call);
     Tensor none;
     return {g[0], none, g[1], g[2], g[3], none, none, g[4], none, none, none, none, none, none, none, none, none,
-            none};
+            none, none, none};
   }
 };
 
@@ -2032,7 +2106,8 @@ Tensor frame_conv_autograd(const Tensor& x, const Tensor& edge_index, const Tens
                            int64_t dim_out, int64_t channels) {
   const Tensor none = at::empty({0}, x.options());
   return FrameConvFunction::apply(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame, mix, none,
-                                  none, rot_in, lo_meta, src_index, weight_index, active, dim_out, channels, false);
+                                  none, rot_in, lo_meta, src_index, weight_index, active, dim_out, channels, false,
+                                  none, none);
 }
 
 Tensor frame_conv_factored_autograd(const Tensor& x, const Tensor& edge_index, const Tensor& hidden,
@@ -2040,10 +2115,14 @@ Tensor frame_conv_factored_autograd(const Tensor& x, const Tensor& edge_index, c
                                     const Tensor& frame, const Tensor& mix_weight, const Tensor& mix_index,
                                     const Tensor& mix_coef, const Tensor& rot_in, const Tensor& lo_meta,
                                     const Tensor& src_index, const Tensor& weight_index, const Tensor& active,
-                                    int64_t dim_out, int64_t channels) {
+                                    int64_t dim_out, int64_t channels, const std::optional<Tensor>& alpha_coef,
+                                    const std::optional<Tensor>& beta_coef) {
+  const Tensor none = at::empty({0}, x.options());
+  TORCH_CHECK(alpha_coef.has_value() == beta_coef.has_value(),
+              "frame_conv_factored: give both alpha_coef and beta_coef, or neither");
   return FrameConvFunction::apply(x, edge_index, hidden, radial_weight, radial_bias, output_relu, frame, mix_weight,
                                   mix_index, mix_coef, rot_in, lo_meta, src_index, weight_index, active, dim_out,
-                                  channels, true);
+                                  channels, true, alpha_coef.value_or(none), beta_coef.value_or(none));
 }
 
 }  // namespace
@@ -2053,11 +2132,13 @@ TORCH_LIBRARY(glassmd, m) {
       "frame_conv(Tensor x, Tensor edge_index, Tensor hidden, Tensor radial_weight, Tensor radial_bias, "
       "bool output_relu, Tensor frame, Tensor mix, Tensor rot_in, Tensor lo_meta, Tensor src_index, "
       "Tensor weight_index, Tensor active, int dim_out, int channels) -> Tensor");
-  // frame_conv with the mixing matrices given as mix_weight[mix_index] * mix_coef; its gradient goes to mix_weight
+  // frame_conv with the mixing matrices given as mix_weight[mix_index] * mix_coef; its gradient goes to mix_weight.
+  // With alpha_coef and beta_coef (EdgeFrames' constants) `frame` is the [E, 3] edge vectors (EdgeVectors).
   m.def(
       "frame_conv_factored(Tensor x, Tensor edge_index, Tensor hidden, Tensor radial_weight, Tensor radial_bias, "
       "bool output_relu, Tensor frame, Tensor mix_weight, Tensor mix_index, Tensor mix_coef, Tensor rot_in, "
-      "Tensor lo_meta, Tensor src_index, Tensor weight_index, Tensor active, int dim_out, int channels) -> Tensor");
+      "Tensor lo_meta, Tensor src_index, Tensor weight_index, Tensor active, int dim_out, int channels, "
+      "Tensor? alpha_coef=None, Tensor? beta_coef=None) -> Tensor");
   m.def(
       "frame_conv_eval(Tensor x, Tensor edge_index, Tensor basis, Tensor first_weight, Tensor first_bias, "
       "Tensor radial_weight, Tensor radial_bias, bool output_relu, Tensor frame, Tensor mix, Tensor rot_in, "

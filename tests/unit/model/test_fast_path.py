@@ -280,6 +280,14 @@ def conv_operator_inputs(l_max, channels, seed):
             *tables, kernel.dim_out, kernel.channels,
         )
 
+    def from_vectors(x, hidden, radial_weight, radial_bias, mix_weight):
+        return torch.ops.glassmd.frame_conv_factored(
+            x, edge_index, hidden, radial_weight, radial_bias, True, edge_vec, mix_weight, kernel.mix_index,
+            kernel.mix_coef, *tables, kernel.dim_out, kernel.channels, kernel.frame_alpha_coef,
+            kernel.frame_beta_coef,
+        )
+
+    factored.from_vectors = from_vectors
     return leaves, factored, products
 
 
@@ -303,6 +311,49 @@ def test_factored_and_product_mix_operators_agree_in_value_and_gradient(l_max, c
         lambda x, w: factored(x, fixed["hidden"], fixed["radial_weight"], fixed["radial_bias"], w),
         (leaves["x"], leaves["mix_weight"]), eps=1e-6, atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("l_max,channels", [(1, 3), (3, 4)])
+def test_training_operator_computes_the_frames_from_edge_vectors(l_max, channels):
+    """Given EdgeFrames' constants, frame_conv_factored takes the [E, 3] edge vectors and computes each block's
+    frames itself, forward and backward: the same values and gradients as with the frames given (the edge count
+    leaves a partly filled last block), on any thread count."""
+    leaves, factored, _ = conv_operator_inputs(l_max, channels, seed=21 + l_max)
+    inputs = list(leaves.values())
+    assert leaves["hidden"].shape[0] % 16 != 0
+    probe = torch.randn(factored(*inputs).shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+    def run(op):
+        out = op(*inputs)
+        return [out.detach()] + list(torch.autograd.grad((out * probe).sum(), inputs))
+
+    expected = run(factored)
+    for got in results_per_thread_count(lambda: run(factored.from_vectors)):
+        for name, a, b in zip(["out"] + list(leaves), got, expected):
+            assert b.abs().max() > 0, name
+            assert torch.allclose(a, b, rtol=1e-11, atol=1e-11), name
+
+
+def test_training_operator_rejects_bad_edge_vectors():
+    leaves, factored, _ = conv_operator_inputs(1, 2, seed=3)
+    model = GlassGNN.create(ModelConfig(l_max=1, channels=2, layers=2), torch.float64)
+    kernel = model.layers[1].conv.frame_kernel
+    x = leaves["x"].detach()
+    edge_index = torch.zeros(2, 5, dtype=torch.long)
+    hidden = torch.zeros(5, leaves["hidden"].shape[1], dtype=torch.float64)
+    args = (leaves["radial_weight"].detach(), leaves["radial_bias"].detach(), True)
+    tables = (kernel.rot_in_table, kernel.lo_meta_table, kernel.src_index, kernel.weight_index, kernel.active)
+    mix = (leaves["mix_weight"].detach(), kernel.mix_index, kernel.mix_coef)
+    with pytest.raises(RuntimeError, match=r"must be the \[E, 3\] edge vectors"):
+        torch.ops.glassmd.frame_conv_factored(
+            x, edge_index, hidden, *args, torch.ones(5, 4, dtype=torch.float64), *mix, *tables, kernel.dim_out,
+            kernel.channels, kernel.frame_alpha_coef, kernel.frame_beta_coef,
+        )
+    with pytest.raises(RuntimeError, match="give both alpha_coef and beta_coef"):
+        torch.ops.glassmd.frame_conv_factored(
+            x, edge_index, hidden, *args, torch.ones(5, 3, dtype=torch.float64), *mix, *tables, kernel.dim_out,
+            kernel.channels, kernel.frame_alpha_coef,
+        )
 
 
 def test_fused_kernel_parallel_sums_match_serial():
@@ -390,3 +441,22 @@ def test_features_in_wider_rows_give_the_same_convolution_and_gradients():
         grads.append((out.detach(), source.grad))
     assert torch.allclose(grads[0][0], grads[1][0], rtol=0, atol=1e-12)
     assert torch.allclose(grads[0][1], grads[1][1], rtol=0, atol=1e-12)
+
+
+def test_convolutions_in_eval_mode_inside_a_network_in_training_mode():
+    """A network in training mode hands the fused kernel edge vectors instead of frames; a convolution switched to
+    eval mode on its own (frozen radial filters) must still see frames. Compared with the torch kernel."""
+    graph = random_configuration(100, torch.float64, seed=9)
+    model = model_with_statistics(ModelConfig(layers=2), torch.float64, graph)
+    _, types, edge_index, edge_vec = graph
+    fused = copy.deepcopy(model).set_implementation("fused")
+    frame = copy.deepcopy(model).set_implementation("frame")
+    outputs = []
+    for m in (fused, frame):
+        m.train()
+        for layer in m.layers:
+            layer.conv.eval()
+        with torch.no_grad():
+            torch.manual_seed(3)
+            outputs.append(m(types, edge_index, edge_vec))
+    assert torch.allclose(outputs[0], outputs[1], rtol=0, atol=1e-10)
