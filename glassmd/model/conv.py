@@ -164,10 +164,18 @@ class EquivariantConv(nn.Module):
                 edge_frame,
                 self.mix.weight,
             )
+        weight, bias = self.radial.last_layer()
+        if edge_frame.dim() == 2 and edge_frame.shape[1] == 3 and self.radial.kernel_computes_hidden(edge_radial):
+            # Training: the kernels compute the whole radial MLP per block from the basis, with the batch
+            # statistics of one pass before (batch norm needs all edges).
+            layer, draws, drop, mean, var, sums = self.radial.kernel_hidden(edge_radial)
+            return self.frame_kernel.fused_train(
+                x, edge_index, edge_radial, edge_frame, layer + [weight, bias], draws, drop, mean, var, sums,
+                self.radial.net[2].eps, self.radial.output_relu, self.mix.weight,
+            )
         # The radial MLP up to its last layer runs first (batch norm and dropout need all edges in training),
         # in a fused operator of its own; the last layer, the widest array of the model, is evaluated inside
         # the convolution kernel.
-        weight, bias = self.radial.last_layer()
         return self.frame_kernel.fused(
             x,
             edge_index,

@@ -406,6 +406,52 @@ class FrameConvKernel(nn.Module):
             self.frame_beta_coef if vectors else None,
         )
 
+    def fused_train(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        basis: torch.Tensor,
+        edge_vec: torch.Tensor,
+        radial: List[torch.Tensor],
+        draws: torch.Tensor,
+        drop: bool,
+        mean: torch.Tensor,
+        var: torch.Tensor,
+        sums: torch.Tensor,
+        eps: float,
+        radial_output_relu: bool,
+        mix_weight: torch.Tensor,
+    ) -> torch.Tensor:
+        """:meth:`fused` with the radial MLP's hidden layer computed in the kernels too
+        (``glassmd::frame_conv_train``): ``radial`` is ``[W1, b1, gamma, beta, W2, b2]``, the batch statistics come
+        from ``glassmd::radial_statistics`` (:meth:`RadialMLP.kernel_hidden`)."""
+        return torch.ops.glassmd.frame_conv_train(
+            x,
+            edge_index,
+            basis,
+            edge_vec,
+            radial,
+            draws,
+            drop,
+            mean,
+            var,
+            sums,
+            eps,
+            radial_output_relu,
+            [mix_weight, self.mix_index, self.mix_coef],
+            [
+                self.rot_in_table,
+                self.lo_meta_table,
+                self.src_index,
+                self.weight_index,
+                self.active,
+                self.frame_alpha_coef,
+                self.frame_beta_coef,
+            ],
+            self.dim_out,
+            self.channels,
+        )
+
     def frames_of_vectors(self, edge_vec: torch.Tensor) -> torch.Tensor:
         """The frames ``[E, frame_dim]`` of edge vectors ``[E, 3]`` (``glassmd::edge_frames``, CPU)."""
         return torch.ops.glassmd.edge_frames(edge_vec, self.frame_alpha_coef, self.frame_beta_coef, self.l_max)

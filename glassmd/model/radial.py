@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 from torch import nn
@@ -107,16 +107,55 @@ class RadialMLP(nn.Module):
         out, mean, var = torch.ops.glassmd.radial_hidden(
             radial, first.weight, first.bias, norm.weight, norm.bias, draws.view(-1), norm.eps, drop
         )
+        self._update_running_statistics(mean, var, radial.shape[0])
+        return out
+
+    def kernel_computes_hidden(self, radial: torch.Tensor) -> bool:
+        """Whether ``glassmd::frame_conv_train`` can compute the hidden layer in its kernels (:meth:`kernel_hidden`):
+        batch norm with batch statistics and an affine map, dropout at rate 0 or 1/2 (or off), at most 30 hidden
+        values, more than one edge."""
+        norm = self.net[2]
+        dropout = self.net[3]
+        return (
+            self.training
+            and norm.training
+            and norm.weight is not None
+            and (dropout.p == 0.0 or dropout.p == 0.5 or not dropout.training)
+            and self.net[0].out_features <= 30
+            and radial.shape[0] >= 2
+        )
+
+    def kernel_hidden(
+        self, radial: torch.Tensor
+    ) -> Tuple[List[torch.Tensor], torch.Tensor, bool, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The hidden layer as ``glassmd::frame_conv_train`` takes it: ``([W1, b1, gamma, beta], draws, drop, mean,
+        var, sums)``, with the batch statistics of ``radial`` (``glassmd::radial_statistics``; the running
+        statistics are updated as :class:`torch.nn.BatchNorm1d` does) and the dropout masks :class:`BitDropout`
+        would draw. Call where :meth:`kernel_computes_hidden`."""
+        first = self.net[0]
+        norm = self.net[2]
+        dropout = self.net[3]
+        drop = dropout.training and dropout.p == 0.5
+        if drop:
+            draws = dropout.draw(radial.shape[0], radial.device).view(-1)
+        else:
+            draws = torch.zeros(radial.shape[0], dtype=torch.int32, device=radial.device)
+        with torch.no_grad():
+            mean, var, sums = torch.ops.glassmd.radial_statistics(radial, first.weight, first.bias)
+        self._update_running_statistics(mean.to(radial.dtype), var.to(radial.dtype), radial.shape[0])
+        assert norm.weight is not None and norm.bias is not None
+        return [first.weight, first.bias, norm.weight, norm.bias], draws, drop, mean, var, sums
+
+    def _update_running_statistics(self, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+        """nn.BatchNorm1d's update from batch statistics: the running variance takes the unbiased variance."""
+        norm = self.net[2]
         running_mean, running_var, batches = norm.running_mean, norm.running_var, norm.num_batches_tracked
         if running_mean is not None and running_var is not None and batches is not None:
-            # nn.BatchNorm1d's update: the running variance takes the unbiased batch variance.
-            n = radial.shape[0]
             with torch.no_grad():
                 batches.add_(1)
                 momentum = norm.momentum if norm.momentum is not None else 1.0 / float(batches.item())
                 running_mean.mul_(1.0 - momentum).add_(mean, alpha=momentum)
                 running_var.mul_(1.0 - momentum).add_(var * (n / (n - 1)), alpha=momentum)
-        return out
 
     def folds(self) -> bool:
         """Whether :meth:`evaluation_layers` is this MLP: batch norm and dropout in eval mode. (Recalibrating

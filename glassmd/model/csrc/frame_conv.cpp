@@ -250,6 +250,24 @@ struct EdgeVectors {
   const glassmd_frames::FramePlan* frames;
 };
 
+// The radial MLP's hidden layer in training, dropout(batch_norm(relu(W1 B + b1))), computed per block inside the
+// training kernels (glassmd::frame_conv_train) from the rows of the radial basis B, with the batch statistics of
+// glassmd::radial_statistics: no [E, hidden] array of hidden values (nor of their gradients) goes through memory,
+// and the batch norm's backward is summed in the same pass (HiddenGradSums). As an operator of its own
+// (glassmd::radial_hidden) this layer took two passes over the edges forward and two backward, 6% of a step.
+template <typename T>
+struct TrainHidden {
+  int64_t R, H;    // basis functions, hidden values
+  const T* w1;     // [H, R]
+  const T* b1;     // [H]
+  const T* scale;  // [H]: gamma / sqrt(var + eps), and below beta - mean * scale (as radial_hidden computes them)
+  const T* shift;
+  const T* mean;   // [H] batch mean; and 1 / sqrt(var + eps), for the normalised activations of the backward
+  const T* invstd;
+  const int32_t* draws;  // [E]: bit j of draws[e] keeps hidden value j of edge e (with drop)
+  bool drop;
+};
+
 // Calls f with the size d = 2l + 1 of an l block as a compile-time constant for the paper's l = 1..3, else with 0
 // (read d at run time): with the size known, the loops of the rotations unroll and their index arithmetic folds
 // (rotation into the edge frames of a pair block 840-906 -> 700-730 TSC, N = 1000).
@@ -271,6 +289,8 @@ struct Block {
   // weights and the mix table are all read once per block; with a separate message buffer they came to about
   // 65 KB, more than the 48 KB of L1 (one layer at N = 4096 was 3-4% slower, A/B of the two builds).
   LaneVector<T> xs, xr, fr, hb, wb, z, rb, xs2, xr2, z2;
+  LaneVector<T> ab;     // with TrainHidden: the relu activations before the batch norm, [hidden][L]
+  int32_t bits[L] = {};  // with TrainHidden: the dropout draws of the block's lanes (0 past nb)
   const T* frame_rows = nullptr;  // the block's frames, [frame_dim][L] (in `fr`)
   Block(const Plan& p, int64_t z_size, int64_t hidden, int64_t n_basis = 0)
       : xs(std::max(p.dim_in, p.dim_out) * L),
@@ -282,7 +302,8 @@ struct Block {
         rb(n_basis * L),
         xs2(std::max(p.dim_in, p.dim_out) * L),
         xr2(p.dim_in * L),
-        z2(z_size * L) {}
+        z2(z_size * L),
+        ab(hidden * L) {}
   T* xs_of(int s) { return s == 0 ? xs.data() : xs2.data(); }
 
   // Edges b0 .. b0+nb-1: their senders' features, frames and radial inputs.
@@ -331,9 +352,13 @@ struct Block {
   // Rows r0 .. r0+nb-1: radial hidden values into hb, frames computed from the edge vectors into fr. Missing
   // lanes get the polar axis (a valid frame; their hidden values and output gradients are zero).
   void gather_vector_rows(const Plan& p, int64_t r0, int nb, const Strided<T>& hidden, const EdgeVectors<T>& ev,
-                          glassmd_frames::FrameScratch<T, L>& scratch) {
-    if (nb < L) std::fill(hb.begin(), hb.end(), T(0));
-    hidden.block(r0, nb, static_cast<int64_t>(hb.size() / L), hb.data());
+                          glassmd_frames::FrameScratch<T, L>& scratch, const TrainHidden<T>* th = nullptr) {
+    if (th != nullptr) {
+      train_hidden(*th, hidden, r0, nb);
+    } else {
+      if (nb < L) std::fill(hb.begin(), hb.end(), T(0));
+      hidden.block(r0, nb, static_cast<int64_t>(hb.size() / L), hb.data());
+    }
     T vx[L], vy[L], vz[L];
     const T* v = ev.vec + 3 * r0;
     for (int lane = 0; lane < L; ++lane) {
@@ -344,6 +369,24 @@ struct Block {
     }
     glassmd_frames::frames_of_block<T, L>(*ev.frames, vx, vy, vz, scratch, fr.data());
     frame_rows = fr.data();
+  }
+
+  // Rows r0 .. r0+nb-1 of the hidden layer from their radial basis (`basis`, TrainHidden): ab = relu(W1 B + b1),
+  // hb = dropout(batch_norm(ab)). Lanes past nb get zero hidden values (their dropout factor is 0).
+  void train_hidden(const TrainHidden<T>& th, const Strided<T>& basis, int64_t r0, int nb) {
+    if (nb < L) std::fill(rb.begin(), rb.end(), T(0));
+    basis.block(r0, nb, th.R, rb.data());
+    first_layer(FirstLayer<T>{th.w1, th.b1, th.R}, rb.data());
+    std::copy(hb.begin(), hb.end(), ab.begin());
+    for (int lane = 0; lane < L; ++lane) bits[lane] = lane < nb ? th.draws[r0 + lane] : 0;
+    for (int64_t j = 0; j < th.H; ++j) {
+      T* h = hb.data() + j * L;
+      const T sc = th.scale[j], sh = th.shift[j];
+      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
+        const T f = th.drop ? T(int32_t(2 * ((uint32_t(bits[lane]) >> j) & 1u))) : T(lane < nb ? 1 : 0);
+        h[lane] = (h[lane] * sc + sh) * f;
+      }
+    }
   }
 
   // Block b of EdgeBlocks: the frames from its edge vectors, the hidden values from its radial basis.
@@ -974,7 +1017,8 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
                     int64_t n_edges, int64_t n_pairs, const Strided<T>& hidden,
                     const Radial<T>& radial, const Strided<T>& frame, const T* mix, T* out,
                     const FirstLayer<T>* first = nullptr, const EdgeBlocks<T>* edge_blocks = nullptr,
-                    int64_t x_stride = 0, const EdgeVectors<T>* vectors = nullptr) {
+                    int64_t x_stride = 0, const EdgeVectors<T>* vectors = nullptr,
+                    const TrainHidden<T>* train_hidden = nullptr) {
   int64_t max_d = 1;
   for (const auto& b : p.blocks) max_d = std::max(max_d, b.d);
   const int64_t n_single = n_edges - 2 * n_pairs;
@@ -999,7 +1043,8 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
   ThreadSums<T> sums(out, n_nodes, p.dim_out, at::get_num_threads());
   at::parallel_for(0, n_work, grain, [&](int64_t w_begin, int64_t w_end) {
     T* acc_out = sums.mine();
-    Block<T, L> blk(p, max_d * p.channels, radial.hidden, first != nullptr ? first->n_in : 0);
+    Block<T, L> blk(p, max_d * p.channels, radial.hidden,
+                    first != nullptr ? first->n_in : train_hidden != nullptr ? train_hidden->R : 0);
     std::optional<glassmd_frames::FrameScratch<T, L>> frame_scratch;
     if (edge_blocks != nullptr) frame_scratch.emplace(*edge_blocks->frames);
     if (vectors != nullptr) frame_scratch.emplace(*vectors->frames);
@@ -1049,7 +1094,7 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
           }
           blk.edge_block(*edge_blocks, pair_blocks + j0 / L, *frame_scratch, *first);
         } else if (vectors != nullptr) {
-          blk.gather_vector_rows(p, n_pairs + j0, nb, hidden, *vectors, *frame_scratch);
+          blk.gather_vector_rows(p, n_pairs + j0, nb, hidden, *vectors, *frame_scratch, train_hidden);
         } else {
           blk.gather_edge_rows(p, n_pairs + j0, nb, hidden, frame, first);
         }
@@ -1163,6 +1208,89 @@ struct RadialGradTiles {
     }
   }
 #endif
+};
+
+// The sums of the hidden layer's backward over one thread's blocks (TrainHidden): with g the gradient of the batch
+// norm's output y = gamma xhat + beta (the hidden values' gradient times the dropout factors) and rho = [relu' > 0],
+//   sg = sum g, sgx = sum g xhat, srg = sum rho g (per hidden value), P = sum rho g B^T (per hidden value and basis
+//   function, as a small matrix product in RadialGradTiles when it applies).
+// The batch norm's gradient dL/da = gamma invstd (g - mean(g) - xhat mean(g xhat)) needs the means of g before any
+// edge's value, so its sums over the edges are expanded (frame_conv_train_backward), and these, with the
+// statistics' own sums (radial_statistics), give dW1 and db1 without a second pass. Lane sums go to float64 every
+// kFlush blocks.
+template <typename T, int L>
+struct HiddenGradSums {
+  static constexpr int64_t kFlush = 64;
+  int64_t H, R, blocks = 0;
+  LaneVector<T> sg, sgx, srg, rg;  // [H][L]; rg: one block's rho g
+  std::vector<double> Sg, Sgx, Srg, P;  // [H], P [R][H]
+  bool tiled;
+  RadialGradTiles<T, L> tiles;  // P^T[r][j] = sum_e B[r][e] rg[j][e]: n_w = R rows, "hidden" = H
+  HiddenGradSums(int64_t hidden, int64_t n_basis)
+      : H(hidden), R(n_basis), sg(hidden * L, T(0)), sgx(hidden * L, T(0)), srg(hidden * L, T(0)), rg(hidden * L),
+        Sg(hidden, 0.0), Sgx(hidden, 0.0), Srg(hidden, 0.0), P(n_basis * hidden, 0.0),
+        tiled(RadialGradTiles<T, L>::usable(hidden)), tiles(tiled ? n_basis : 0, tiled ? hidden : 0) {}
+
+  // One block: ab its activations, gh its hidden values' gradient, rb its basis [R][L], bits its dropout draws.
+  void add(const TrainHidden<T>& th, const T* ab, const T* gh, const T* rb, const int32_t* bits, int nb) {
+    for (int64_t j = 0; j < H; ++j) {
+      const T* a = ab + j * L;
+      const T* gj = gh + j * L;
+      T* s = sg.data() + j * L;
+      T* sx = sgx.data() + j * L;
+      T* sr = srg.data() + j * L;
+      T* r = rg.data() + j * L;
+      const T mu = th.mean[j], is = th.invstd[j];
+      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
+        const T f = th.drop ? T(int32_t(2 * ((uint32_t(bits[lane]) >> j) & 1u))) : T(lane < nb ? 1 : 0);
+        const T g = gj[lane] * f;
+        const T rho_g = a[lane] > T(0) ? g : T(0);
+        s[lane] += g;
+        sx[lane] += g * ((a[lane] - mu) * is);
+        sr[lane] += rho_g;
+        r[lane] = rho_g;
+      }
+    }
+    if (tiled) {
+      tiles.add(rb, rg.data());
+    } else {
+      for (int64_t q = 0; q < R; ++q)
+        for (int64_t j = 0; j < H; ++j) {
+          double acc = 0;
+          for (int lane = 0; lane < L; ++lane) acc += double(rb[q * L + lane]) * double(rg[j * L + lane]);
+          P[q * H + j] += acc;
+        }
+    }
+    if (++blocks % kFlush == 0) flush_lanes();
+  }
+
+  void flush_lanes() {
+    for (int64_t j = 0; j < H; ++j)
+      for (int lane = 0; lane < L; ++lane) {
+        Sg[j] += sg[j * L + lane];
+        Sgx[j] += sgx[j * L + lane];
+        Srg[j] += srg[j * L + lane];
+        sg[j * L + lane] = sgx[j * L + lane] = srg[j * L + lane] = T(0);
+      }
+  }
+
+  void merge(const HiddenGradSums& o) {
+    for (int64_t j = 0; j < H; ++j) {
+      Sg[j] += o.Sg[j];
+      Sgx[j] += o.Sgx[j];
+      Srg[j] += o.Srg[j];
+    }
+    for (int64_t i = 0; i < R * H; ++i) P[i] += o.P[i];
+  }
+
+  // All sums into Sg, Sgx, Srg, P (at the end of the thread's blocks).
+  void finish() {
+    flush_lanes();
+    if (tiled) {
+      tiles.flush();
+      for (int64_t i = 0; i < R * H; ++i) P[i] += tiles.sum_w[i];
+    }
+  }
 };
 
 // The hidden-value gradient of the last radial layer, gh[h] = sum_k W[k][h] [wb[k] > 0] gw[k], with the
@@ -1428,7 +1556,8 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
                      const int64_t* receiver, int64_t n_edges, const Strided<T>& hidden, const Radial<T>& radial,
                      const Strided<T>& frame, const MixGroups<T>& groups, T* grad_x, T* grad_hidden,
                      T* grad_radial_weight, T* grad_radial_bias, T* grad_mix, int64_t grad_mix_numel,
-                     const EdgeVectors<T>* vectors = nullptr) {
+                     const EdgeVectors<T>* vectors = nullptr, const TrainHidden<T>* train_hidden = nullptr,
+                     std::vector<std::optional<HiddenGradSums<T, L>>>* hidden_sums = nullptr) {
   const int64_t H = radial.hidden;
   const int64_t C = p.channels;
   int64_t max_d = 1;
@@ -1440,7 +1569,9 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
   ThreadSums<T> grad_x_sums(grad_x, n_nodes, p.dim_in, n_threads);
   at::parallel_for(0, n_edges, edge_grain(n_edges), [&](int64_t e_begin, int64_t e_end) {
     T* gx_acc = grad_x_sums.mine();
-    Block<T, L> blk(p, max_d * C, H);
+    Block<T, L> blk(p, max_d * C, H, train_hidden != nullptr ? train_hidden->R : 0);
+    std::optional<HiddenGradSums<T, L>> hsums;
+    if (train_hidden != nullptr) hsums.emplace(H, train_hidden->R);
     LaneVector<T> go(p.dim_out * L), gz(max_d * C * L), gxr(p.dim_in * L), gw(p.n_w * L);
     LaneVector<T> ghid(H * L), y_scratch(C * L);
     LaneVector<T> gparam(n_param * L, T(0));  // per lane: reduced at the end
@@ -1455,7 +1586,7 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
       const int nb = static_cast<int>(std::min<int64_t>(L, e_end - b0));
       if (vectors != nullptr) {
         blk.gather_senders(p, sender + b0, nb, x);
-        blk.gather_vector_rows(p, b0, nb, hidden, *vectors, *frame_scratch);
+        blk.gather_vector_rows(p, b0, nb, hidden, *vectors, *frame_scratch, train_hidden);
       } else {
         blk.gather(p, b0, nb, sender, x, hidden, frame);
       }
@@ -1554,17 +1685,27 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
       }
       if (tiled) tiles.add(gw.data(), blk.hb.data());
       T* gxrows[L];
-      T* ghrows[L];
-      for (int lane = 0; lane < nb; ++lane) {
-        gxrows[lane] = gx_acc + sender[b0 + lane] * p.dim_in;
-        ghrows[lane] = grad_hidden + (b0 + lane) * H;  // each edge's own row: written once, not summed
-      }
-      if (!(nb == L && L == 16 && add_lanes_to_rows(gxs, p.dim_in, gxrows) && lanes_to_rows(gh, H, ghrows))) {
-        for (int lane = 0; lane < nb; ++lane) {
+      for (int lane = 0; lane < nb; ++lane) gxrows[lane] = gx_acc + sender[b0 + lane] * p.dim_in;
+      if (!(nb == L && L == 16 && add_lanes_to_rows(gxs, p.dim_in, gxrows))) {
+        for (int lane = 0; lane < nb; ++lane)
           for (int64_t f = 0; f < p.dim_in; ++f) gxrows[lane][f] += gxs[f * L + lane];
-          for (int64_t h = 0; h < H; ++h) ghrows[lane][h] = gh[h * L + lane];
-        }
       }
+      if (hsums) {  // the hidden layer's backward, summed here (TrainHidden)
+        hsums->add(*train_hidden, blk.ab.data(), gh, blk.rb.data(), blk.bits, nb);
+        continue;
+      }
+      T* ghrows[L];
+      for (int lane = 0; lane < nb; ++lane) ghrows[lane] = grad_hidden + (b0 + lane) * H;  // written once each
+      if (!(nb == L && L == 16 && lanes_to_rows(gh, H, ghrows))) {
+        for (int lane = 0; lane < nb; ++lane)
+          for (int64_t h = 0; h < H; ++h) ghrows[lane][h] = gh[h * L + lane];
+      }
+    }
+    if (hsums) {
+      hsums->finish();
+      auto& slot = (*hidden_sums)[at::get_thread_num()];
+      if (!slot) slot = std::move(hsums);
+      else slot->merge(*hsums);
     }
     std::vector<T>& mine = param_grad_per_thread[at::get_thread_num()];
     if (mine.empty()) mine.assign(n_param, T(0));
@@ -1649,7 +1790,8 @@ struct Call {
   Call(const Tensor& x_in, const Tensor& edge_index_in, const Tensor& hidden_in, const Tensor& w_in,
        const Tensor& b_in, bool relu, const Tensor& frame_in, const Tensor& mix_in, const Consts& k,
        const Tensor& first_w = Tensor(), const Tensor& first_b = Tensor(), const Tensor& flip = Tensor(),
-       const Tensor& alpha_coef = Tensor(), const Tensor& beta_coef = Tensor(), bool from_vectors = false)
+       const Tensor& alpha_coef = Tensor(), const Tensor& beta_coef = Tensor(), bool from_vectors = false,
+       int64_t train_hidden_width = 0)
       // padded rows are read in place by the evaluation only (the backward kernels take x contiguous)
       : x(padded_rows(x_in) && first_w.defined() ? x_in : x_in.contiguous()),
         edge_index(edge_index_in.to(at::kLong).contiguous()),
@@ -1719,7 +1861,9 @@ struct Call {
                       reverse_flip.scalar_type() == x.scalar_type(),
                   "frame_conv_eval: reverse_flip must hold one sign per frame column");
     }
-    const int64_t hidden_width = first_weight.defined() ? first_weight.size(0) : hidden.size(1);
+    const int64_t hidden_width = train_hidden_width > 0    ? train_hidden_width
+                                 : first_weight.defined() ? first_weight.size(0)
+                                                          : hidden.size(1);
     TORCH_CHECK(radial_weight.dim() == 2 && radial_weight.size(1) == hidden_width && radial_bias.dim() == 1 &&
                     radial_bias.size(0) == radial_weight.size(0),
                 "frame_conv: radial layer shapes disagree");
@@ -1746,6 +1890,20 @@ struct Call {
   Radial<T> radial() const {
     return Radial<T>{radial_weight.data_ptr<T>(), radial_bias.data_ptr<T>(), radial_weight.size(1), output_relu};
   }
+  // frame_conv_train: the hidden layer computed in the kernels from `hidden`, the radial basis (TrainHidden)
+  struct HiddenLayer {
+    Tensor w1, b1, scale, shift, mean, invstd, draws;
+    bool drop;
+  };
+  std::optional<HiddenLayer> hidden_layer;
+  template <typename T>
+  TrainHidden<T> train_hidden() const {
+    if (!hidden_layer) return TrainHidden<T>{};
+    const HiddenLayer& h = *hidden_layer;
+    return TrainHidden<T>{hidden.size(1), h.w1.size(0), h.w1.data_ptr<T>(),
+                          h.b1.data_ptr<T>(), h.scale.data_ptr<T>(), h.shift.data_ptr<T>(), h.mean.data_ptr<T>(),
+                          h.invstd.data_ptr<T>(), h.draws.data_ptr<int32_t>(), h.drop};
+  }
   template <typename T>
   EdgeVectors<T> edge_vectors() const {
     return vectors ? EdgeVectors<T>{frame.data_ptr<T>(), &*frames} : EdgeVectors<T>{nullptr, nullptr};
@@ -1763,11 +1921,13 @@ Tensor forward_cpu(const Call& a) {
     if (a.blocked)
       blocks = {a.hidden.data_ptr<scalar_t>(), a.frame.data_ptr<scalar_t>(), a.frame.stride(0), &*a.frames};
     const EdgeVectors<scalar_t> vectors = a.edge_vectors<scalar_t>();
+    const TrainHidden<scalar_t> train_hidden = a.train_hidden<scalar_t>();
     forward_kernel<scalar_t, L>(a.plan, a.x.data_ptr<scalar_t>(), a.x.size(0), a.sender(), a.receiver(),
                                 a.n_edges(), a.n_pairs, Strided<scalar_t>(a.hidden), a.radial<scalar_t>(),
                                 Strided<scalar_t>(a.frame), a.mix.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                 a.first_weight.defined() ? &first : nullptr, a.blocked ? &blocks : nullptr,
-                                padded_rows(a.x) ? a.x.stride(0) : 0, a.vectors ? &vectors : nullptr);
+                                padded_rows(a.x) ? a.x.stride(0) : 0, a.vectors ? &vectors : nullptr,
+                                a.hidden_layer ? &train_hidden : nullptr);
   });
   return out;
 }
@@ -1778,12 +1938,15 @@ void check_edge_range(const Tensor& edge_index, int64_t n_nodes) {
   TORCH_CHECK(lo >= 0 && hi < n_nodes, "frame_conv: edge_index out of range [0, ", n_nodes, ")");
 }
 
-// Gradients with respect to x, the radial hidden features, W, b and the mixing matrices.
+// Gradients with respect to x, the radial hidden features, W, b and the mixing matrices. With the hidden layer in
+// the kernels (frame_conv_train) the second is instead its sums [H, 3 + R] in float64 (HiddenGradSums: sg, sgx,
+// srg, then P).
 std::vector<Tensor> backward_cpu(const Tensor& grad_out_in, const Call& a) {
   check_edge_range(a.edge_index, a.x.size(0));
   auto grad_out = grad_out_in.contiguous();
   auto grad_x = at::zeros_like(a.x);
-  auto grad_hidden = at::empty({a.n_edges(), a.hidden.size(1)}, a.hidden.options());  // every row written
+  auto grad_hidden = a.hidden_layer ? Tensor()  // every row written:
+                                    : at::empty({a.n_edges(), a.hidden.size(1)}, a.hidden.options());
   auto grad_w = at::empty_like(a.radial_weight);
   auto grad_b = at::empty_like(a.radial_bias);
   const bool factored = a.mix_weight.defined();
@@ -1795,13 +1958,31 @@ std::vector<Tensor> backward_cpu(const Tensor& grad_out_in, const Call& a) {
                                            a.mix_index.data_ptr<int64_t>(), a.mix_coef.data_ptr<scalar_t>())
                  : product_groups<scalar_t>(a.plan, a.mix.data_ptr<scalar_t>());
     const EdgeVectors<scalar_t> vectors = a.edge_vectors<scalar_t>();
+    const TrainHidden<scalar_t> train_hidden = a.train_hidden<scalar_t>();
+    std::vector<std::optional<HiddenGradSums<scalar_t, L>>> hidden_sums(std::max(1, at::get_num_threads()));
     backward_kernel<scalar_t, L>(a.plan, grad_out.data_ptr<scalar_t>(), a.x.data_ptr<scalar_t>(), a.x.size(0),
                                  a.sender(), a.receiver(), a.n_edges(), Strided<scalar_t>(a.hidden),
                                  a.radial<scalar_t>(), Strided<scalar_t>(a.frame), groups,
-                                 grad_x.data_ptr<scalar_t>(), grad_hidden.data_ptr<scalar_t>(),
+                                 grad_x.data_ptr<scalar_t>(),
+                                 grad_hidden.defined() ? grad_hidden.data_ptr<scalar_t>() : nullptr,
                                  grad_w.data_ptr<scalar_t>(), grad_b.data_ptr<scalar_t>(),
                                  grad_mix.data_ptr<scalar_t>(), grad_mix.numel(),
-                                 a.vectors ? &vectors : nullptr);
+                                 a.vectors ? &vectors : nullptr, a.hidden_layer ? &train_hidden : nullptr,
+                                 &hidden_sums);
+    if (a.hidden_layer) {  // in thread order
+      const int64_t H = train_hidden.H, R = train_hidden.R;
+      grad_hidden = at::zeros({H, 3 + R}, at::TensorOptions().dtype(at::kDouble));
+      double* out = grad_hidden.data_ptr<double>();
+      for (const auto& part : hidden_sums) {
+        if (!part) continue;
+        for (int64_t j = 0; j < H; ++j) {
+          out[j * (3 + R)] += part->Sg[j];
+          out[j * (3 + R) + 1] += part->Sgx[j];
+          out[j * (3 + R) + 2] += part->Srg[j];
+          for (int64_t r = 0; r < R; ++r) out[j * (3 + R) + 3 + r] += part->P[r * H + j];
+        }
+      }
+    }
   });
   return {grad_x, grad_hidden, grad_w, grad_b, grad_mix};
 }
@@ -2125,6 +2306,145 @@ Tensor frame_conv_factored_autograd(const Tensor& x, const Tensor& edge_index, c
                                   channels, true, alpha_coef.value_or(none), beta_coef.value_or(none));
 }
 
+// glassmd::frame_conv_train: frame_conv_factored (edge vectors, factored mix) with the radial MLP's hidden layer,
+// dropout(batch_norm(relu(W1 B + b1))), computed in the kernels (TrainHidden) from the radial basis B [E, R]:
+//   radial: W1, b1, gamma, beta (the hidden layer and its batch norm), W2, b2 (the last layer)
+//   statistics: mean, var (biased), sums of glassmd::radial_statistics (float64), for batch norm in training
+//   draws: one int32 per edge whose bit j keeps hidden value j (BitDropout), used with `drop`
+//   mixing: mix_weight, mix_index, mix_coef; plan: rot_in, lo_meta, src_index, weight_index, active, alpha_coef,
+//   beta_coef (FrameConvKernel)
+// Gradients go to x, W1, b1, gamma, beta, W2, b2 and mix_weight.
+Call train_call(const Tensor& x, const Tensor& edge_index, const Tensor& basis, const Tensor& edge_vec,
+                const std::vector<Tensor>& radial, const Tensor& draws, bool drop, const Tensor& mean,
+                const Tensor& var, double eps, bool output_relu, const std::vector<Tensor>& mixing,
+                const std::vector<Tensor>& plan, int64_t dim_out, int64_t channels) {
+  TORCH_CHECK(radial.size() == 6 && mixing.size() == 3 && plan.size() == 7,
+              "frame_conv_train: expected 6 radial, 3 mixing and 7 plan tensors");
+  const Tensor w1 = radial[0].contiguous(), b1 = radial[1].contiguous();
+  const Tensor gamma = radial[2].contiguous(), beta = radial[3].contiguous();
+  TORCH_CHECK(basis.dim() == 2 && w1.dim() == 2 && w1.size(1) == basis.size(1) && b1.numel() == w1.size(0) &&
+                  gamma.numel() == w1.size(0) && beta.numel() == w1.size(0),
+              "frame_conv_train: basis [E, R], W1 [H, R], and H values of b1, gamma and beta");
+  const int64_t H = w1.size(0);
+  TORCH_CHECK(H <= 30, "frame_conv_train: at most 30 hidden values (one random bit each)");
+  TORCH_CHECK(draws.scalar_type() == at::kInt && draws.dim() == 1 && draws.size(0) == basis.size(0),
+              "frame_conv_train: draws must be one int32 per edge");
+  TORCH_CHECK(mean.numel() == H && var.numel() == H, "frame_conv_train: mean and var must have H values");
+  for (const Tensor* t : {&w1, &b1, &gamma, &beta})
+    TORCH_CHECK(t->scalar_type() == x.scalar_type(), "frame_conv_train: all float inputs must have one dtype");
+  Call call(x, edge_index, basis.contiguous(), radial[4], radial[5], output_relu, edge_vec,
+            factored_mix(mixing[0], mixing[1], mixing[2]),
+            Consts{plan[0], plan[1], plan[2], plan[3], plan[4], dim_out, channels}, Tensor(), Tensor(), Tensor(),
+            plan[5], plan[6], true, H);
+  TORCH_CHECK(call.hidden.size(0) == call.n_edges(), "frame_conv_train: the basis needs one row per edge");
+  // As radial_hidden computes them: in float64, then in the dtype of the features.
+  const Tensor m = mean.to(at::kDouble).contiguous(), v = var.to(at::kDouble).contiguous();
+  const Tensor invstd = (v + eps).rsqrt();
+  const Tensor scale = gamma.to(at::kDouble) * invstd;
+  const Tensor shift = beta.to(at::kDouble) - m * scale;
+  const auto dtype = x.scalar_type();
+  call.hidden_layer = Call::HiddenLayer{w1,
+                                        b1,
+                                        scale.to(dtype).contiguous(),
+                                        shift.to(dtype).contiguous(),
+                                        m.to(dtype).contiguous(),
+                                        invstd.to(dtype).contiguous(),
+                                        draws.contiguous(),
+                                        drop};
+  call.mix_weight = mixing[0].contiguous();
+  call.mix_index = mixing[1].contiguous();
+  call.mix_coef = mixing[2].contiguous();
+  return call;
+}
+
+class FrameConvTrainFunction : public torch::autograd::Function<FrameConvTrainFunction> {
+ public:
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& edge_index,
+                        const Tensor& basis, const Tensor& edge_vec, const Tensor& w1, const Tensor& b1,
+                        const Tensor& gamma, const Tensor& beta, const Tensor& w2, const Tensor& b2,
+                        const Tensor& draws, bool drop, const Tensor& mean, const Tensor& var, const Tensor& sums,
+                        double eps, bool output_relu, const Tensor& mix_weight, const Tensor& mix_index,
+                        const Tensor& mix_coef, const Tensor& rot_in, const Tensor& lo_meta, const Tensor& src_index,
+                        const Tensor& weight_index, const Tensor& active, const Tensor& alpha_coef,
+                        const Tensor& beta_coef, int64_t dim_out, int64_t channels) {
+    TORCH_CHECK(!edge_vec.requires_grad() && !basis.requires_grad(),
+                "glassmd::frame_conv_train has no gradient with respect to the edge vectors or radial basis "
+                "(positions); use the torch kernel for forces");
+    ctx->save_for_backward({x, edge_index, basis, edge_vec, w1, b1, gamma, beta, w2, b2, draws, mean, var, sums,
+                            mix_weight, mix_index, mix_coef, rot_in, lo_meta, src_index, weight_index, active,
+                            alpha_coef, beta_coef});
+    ctx->saved_data["drop"] = drop;
+    ctx->saved_data["eps"] = eps;
+    ctx->saved_data["output_relu"] = output_relu;
+    ctx->saved_data["dim_out"] = dim_out;
+    ctx->saved_data["channels"] = channels;
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return forward_cpu(train_call(x, edge_index, basis, edge_vec, {w1, b1, gamma, beta, w2, b2}, draws, drop, mean,
+                                  var, eps, output_relu, {mix_weight, mix_index, mix_coef},
+                                  {rot_in, lo_meta, src_index, weight_index, active, alpha_coef, beta_coef}, dim_out,
+                                  channels));
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grad_outputs) {
+    auto s = ctx->get_saved_variables();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    const double eps = ctx->saved_data["eps"].toDouble();
+    Call call = train_call(s[0], s[1], s[2], s[3], {s[4], s[5], s[6], s[7], s[8], s[9]}, s[10],
+                           ctx->saved_data["drop"].toBool(), s[11], s[12], eps,
+                           ctx->saved_data["output_relu"].toBool(), {s[14], s[15], s[16]},
+                           {s[17], s[18], s[19], s[20], s[21], s[22], s[23]}, ctx->saved_data["dim_out"].toInt(),
+                           ctx->saved_data["channels"].toInt());
+    auto g = backward_cpu(grad_outputs[0], call);
+    // The hidden layer's gradients from the sums of the kernels (HiddenGradSums, [H, 3 + R]) and of the batch
+    // statistics (radial_statistics, [H, 2R + 3]: sum rho B, sum a B, sum rho, sum a, sum a^2), in float64.
+    const Tensor& k_sums = g[1];
+    const Tensor st = s[13].to(at::kDouble);
+    const int64_t R = s[2].size(1);
+    const double E = static_cast<double>(s[2].size(0));
+    const Tensor mean = s[11].to(at::kDouble), invstd = (s[12].to(at::kDouble) + eps).rsqrt();
+    const Tensor k = s[6].to(at::kDouble) * invstd;
+    const Tensor sg = k_sums.select(1, 0), sgx = k_sums.select(1, 1), srg = k_sums.select(1, 2);
+    const Tensor P = k_sums.narrow(1, 3, R);
+    const Tensor Q = st.narrow(1, 0, R), A = st.narrow(1, R, R);
+    const Tensor s_rho = st.select(1, 2 * R), s_a = st.select(1, 2 * R + 1);
+    const Tensor g_mean = (sg / E).unsqueeze(1), gx_mean = (sgx / E).unsqueeze(1);
+    const Tensor U = (A - mean.unsqueeze(1) * Q) * invstd.unsqueeze(1);  // sum rho xhat B
+    const Tensor grad_w1 = k.unsqueeze(1) * (P - g_mean * Q - gx_mean * U);
+    const Tensor s_rho_xhat = (s_a - mean * s_rho) * invstd;
+    const Tensor grad_b1 = k * (srg - g_mean.squeeze(1) * s_rho - gx_mean.squeeze(1) * s_rho_xhat);
+    const auto dtype = s[0].scalar_type();
+    Tensor none;
+    return {g[0],  none, none, none, grad_w1.to(dtype), grad_b1.to(dtype), sgx.to(dtype), sg.to(dtype),
+            g[2],  g[3], none, none, none, none, none, none, none, g[4], none, none, none, none, none,
+            none,  none, none, none, none, none};
+  }
+};
+
+Tensor frame_conv_train_autograd(const Tensor& x, const Tensor& edge_index, const Tensor& basis,
+                                 const Tensor& edge_vec, at::TensorList radial, const Tensor& draws, bool drop,
+                                 const Tensor& mean, const Tensor& var, const Tensor& sums, double eps,
+                                 bool output_relu, at::TensorList mixing, at::TensorList plan, int64_t dim_out,
+                                 int64_t channels) {
+  TORCH_CHECK(radial.size() == 6 && mixing.size() == 3 && plan.size() == 7,
+              "frame_conv_train: expected 6 radial, 3 mixing and 7 plan tensors");
+  TORCH_CHECK(sums.dim() == 2 && sums.size(0) == radial[0].size(0) && sums.size(1) == 2 * basis.size(1) + 3,
+              "frame_conv_train: sums must be the [H, 2R + 3] of glassmd::radial_statistics");
+  TORCH_CHECK(!mixing[2].requires_grad(), "glassmd::frame_conv_train has no gradient with respect to mix_coef");
+  return FrameConvTrainFunction::apply(x, edge_index, basis, edge_vec, radial[0], radial[1], radial[2], radial[3],
+                                       radial[4], radial[5], draws, drop, mean, var, sums, eps, output_relu,
+                                       mixing[0], mixing[1], mixing[2], plan[0], plan[1], plan[2], plan[3], plan[4],
+                                       plan[5], plan[6], dim_out, channels);
+}
+
+Tensor frame_conv_train_cpu(const Tensor& x, const Tensor& edge_index, const Tensor& basis, const Tensor& edge_vec,
+                            at::TensorList radial, const Tensor& draws, bool drop, const Tensor& mean,
+                            const Tensor& var, const Tensor& sums, double eps, bool output_relu,
+                            at::TensorList mixing, at::TensorList plan, int64_t dim_out, int64_t channels) {
+  return forward_cpu(train_call(x, edge_index, basis, edge_vec, radial.vec(), draws, drop, mean, var, eps,
+                                output_relu, mixing.vec(), plan.vec(), dim_out, channels));
+}
+
 }  // namespace
 
 TORCH_LIBRARY(glassmd, m) {
@@ -2145,6 +2465,10 @@ TORCH_LIBRARY(glassmd, m) {
       "Tensor lo_meta, Tensor src_index, Tensor weight_index, Tensor active, int dim_out, int channels, "
       "Tensor? reverse_flip=None, Tensor? alpha_coef=None, Tensor? beta_coef=None) -> Tensor");
   m.def(
+      "frame_conv_train(Tensor x, Tensor edge_index, Tensor basis, Tensor edge_vec, Tensor[] radial, Tensor draws, "
+      "bool drop, Tensor mean, Tensor var, Tensor sums, float eps, bool output_relu, Tensor[] mixing, Tensor[] plan, "
+      "int dim_out, int channels) -> Tensor");
+  m.def(
       "interaction_eval(Tensor h, Tensor node_attr, Tensor edge_index, Tensor basis, Tensor vectors, "
       "Tensor[] radial, float radial_eps, bool output_relu, Tensor[] mixing, Tensor[] plan, int dim_out, "
       "int channels, Tensor[] norm, float norm_eps) -> Tensor");
@@ -2155,6 +2479,7 @@ TORCH_LIBRARY_IMPL(glassmd, CPU, m) {
   m.impl("frame_conv_factored", frame_conv_factored_cpu);
   m.impl("frame_conv_eval", frame_conv_eval_cpu);
   m.impl("interaction_eval", interaction_eval_cpu);
+  m.impl("frame_conv_train", frame_conv_train_cpu);
 }
 
 TORCH_LIBRARY_IMPL(glassmd, Autograd, m) {
@@ -2162,4 +2487,5 @@ TORCH_LIBRARY_IMPL(glassmd, Autograd, m) {
   m.impl("frame_conv_factored", frame_conv_factored_autograd);
   m.impl("frame_conv_eval", frame_conv_eval_autograd);
   m.impl("interaction_eval", interaction_eval_autograd);
+  m.impl("frame_conv_train", frame_conv_train_autograd);
 }

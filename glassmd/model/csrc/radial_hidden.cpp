@@ -336,14 +336,143 @@ std::tuple<Tensor, Tensor, Tensor> radial_hidden_cpu(const Tensor& basis, const 
   return radial_hidden_forward(basis, weight, bias, gamma, beta, draws, eps, drop);
 }
 
+// One block of rows of statistics_impl for the paper's shape (float, 16 hidden values, 10 basis functions): the
+// 23 sums of the block in AVX-512 registers (in memory, each multiply-add went through a load and a store: the
+// pass took longer than the whole radial_hidden forward).
+template <typename T, int HC, int RC>
+bool statistics_block_in_registers(const T* x, const T* wt, const T* b, int64_t blk, int64_t E, double* out) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float> && HC == 16 && RC == 10) {
+    __m512 q[10], a[10], s_rho = _mm512_setzero_ps(), s_a = _mm512_setzero_ps(), s_aa = _mm512_setzero_ps();
+    __m512 w[10];
+    for (int r = 0; r < 10; ++r) {
+      q[r] = a[r] = _mm512_setzero_ps();
+      w[r] = _mm512_loadu_ps(wt + r * 16);
+    }
+    const __m512 bias = _mm512_loadu_ps(b), zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+    for (int64_t e = blk * kBlock; e < std::min(E, (blk + 1) * kBlock); e++) {
+      const float* xe = x + e * 10;
+      __m512 v = bias;
+      for (int r = 0; r < 10; ++r) v = _mm512_fmadd_ps(_mm512_set1_ps(xe[r]), w[r], v);
+      const __m512 u = _mm512_max_ps(v, zero);
+      const __mmask16 pos = _mm512_cmp_ps_mask(v, zero, _CMP_GT_OQ);
+      const __m512 rho = _mm512_maskz_mov_ps(pos, one);
+      s_rho = _mm512_add_ps(s_rho, rho);
+      s_a = _mm512_add_ps(s_a, u);
+      s_aa = _mm512_fmadd_ps(u, u, s_aa);
+      for (int r = 0; r < 10; ++r) {
+        const __m512 xr = _mm512_set1_ps(xe[r]);
+        q[r] = _mm512_fmadd_ps(rho, xr, q[r]);
+        a[r] = _mm512_fmadd_ps(u, xr, a[r]);
+      }
+    }
+    // the layout of statistics_impl's partials: [R][H] sum rho B, [R][H] sum a B, then [3][H]
+    alignas(64) float tmp[16];
+    auto put = [&](__m512 vsum, double* dst) {
+      _mm512_store_ps(tmp, vsum);
+      for (int c = 0; c < 16; ++c) dst[c] = tmp[c];
+    };
+    for (int r = 0; r < 10; ++r) {
+      put(q[r], out + r * 16);
+      put(a[r], out + 160 + r * 16);
+    }
+    put(s_rho, out + 320);
+    put(s_a, out + 336);
+    put(s_aa, out + 352);
+    return true;
+  }
+#endif
+  return false;
+}
+
+// glassmd::radial_statistics: the batch statistics of the activations a = relu(W1 B + b1) over the edges, for the
+// hidden layer that glassmd::frame_conv_train computes in its kernels, with the sums its backward expands the
+// batch norm's gradient into: (mean, biased var, sums [H, 2R + 3] = sum rho B, sum a B, sum rho, sum a, sum a^2),
+// rho = [a > 0], all float64. One pass over the basis; fixed blocks of rows, so no dependence on the thread count.
+template <typename T, int HC, int RC>
+void statistics_impl(const Tensor& basis, const Tensor& weight, const Tensor& bias, Tensor& sums_out) {
+  const int64_t E = basis.size(0), R = RC > 0 ? RC : basis.size(1), H = HC > 0 ? HC : weight.size(0);
+  const Tensor weight_t = weight.t().contiguous();  // [R, H]
+  const T* x = basis.data_ptr<T>();
+  const T* wt = weight_t.data_ptr<T>();
+  const T* b = bias.data_ptr<T>();
+  const int64_t n_blocks = block_count(E), W = (2 * R + 3) * H;  // per block: [2R + 3][H]
+  std::vector<double> partial(n_blocks * W, 0.0);
+  at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<T> acc(W);
+    T u[kMaxHidden], rho[kMaxHidden];
+    for (int64_t blk = b0; blk < b1; blk++) {
+      if (statistics_block_in_registers<T, HC, RC>(x, wt, b, blk, E, partial.data() + blk * W)) continue;
+      std::fill(acc.begin(), acc.end(), T(0));
+      T* qb = acc.data();          // [R][H]: sum rho B
+      T* ab = qb + R * H;          // [R][H]: sum a B
+      T* tail = ab + R * H;        // [3][H]: sum rho, sum a, sum a^2
+      for (int64_t e = blk * kBlock; e < std::min(E, (blk + 1) * kBlock); e++) {
+        const T* xe = x + e * R;
+        activations<T, HC, RC>(xe, wt, b, R, H, u);
+        GLASSMD_LANES for (int64_t c = 0; c < H; c++) {
+          rho[c] = u[c] > T(0) ? T(1) : T(0);
+          tail[c] += rho[c];
+          tail[H + c] += u[c];
+          tail[2 * H + c] += u[c] * u[c];
+        }
+        for (int64_t r = 0; r < R; r++) {
+          const T xr = xe[r];
+          GLASSMD_LANES for (int64_t c = 0; c < H; c++) {
+            qb[r * H + c] += rho[c] * xr;
+            ab[r * H + c] += u[c] * xr;
+          }
+        }
+      }
+      for (int64_t i = 0; i < W; i++) partial[blk * W + i] = acc[i];
+    }
+  });
+  const std::vector<double> total = sum_blocks(partial, n_blocks, W);
+  double* out = sums_out.data_ptr<double>();  // [H, 2R + 3]
+  for (int64_t c = 0; c < H; c++) {
+    for (int64_t r = 0; r < R; r++) {
+      out[c * (2 * R + 3) + r] = total[r * H + c];
+      out[c * (2 * R + 3) + R + r] = total[R * H + r * H + c];
+    }
+    for (int64_t t = 0; t < 3; t++) out[c * (2 * R + 3) + 2 * R + t] = total[2 * R * H + t * H + c];
+  }
+}
+
+std::tuple<Tensor, Tensor, Tensor> radial_statistics_cpu(const Tensor& basis_in, const Tensor& weight_in,
+                                                         const Tensor& bias_in) {
+  TORCH_CHECK(basis_in.device().is_cpu(), "radial_statistics runs on CPU");
+  TORCH_CHECK(basis_in.dim() == 2 && weight_in.dim() == 2 && weight_in.size(1) == basis_in.size(1) &&
+                  bias_in.numel() == weight_in.size(0),
+              "radial_statistics: basis must be [E, R], weight [H, R] and bias [H]");
+  TORCH_CHECK(weight_in.size(0) <= kMaxHidden, "radial_statistics: at most ", kMaxHidden, " hidden values");
+  TORCH_CHECK(basis_in.size(0) > 1, "radial_statistics: batch norm in training needs more than one edge");
+  const auto dtype = basis_in.scalar_type();
+  const Tensor basis = basis_in.contiguous(), weight = weight_in.to(dtype).contiguous();
+  const Tensor bias = bias_in.to(dtype).contiguous();
+  const int64_t E = basis.size(0), H = weight.size(0), R = basis.size(1);
+  Tensor sums = at::empty({H, 2 * R + 3}, basis.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(dtype, "radial_statistics", [&] {
+    with_radial_shape(H, R, [&](auto hc, auto rc) {
+      statistics_impl<scalar_t, decltype(hc)::value, decltype(rc)::value>(basis, weight, bias, sums);
+    });
+  });
+  const Tensor mean = sums.select(1, 2 * R + 1) / double(E);
+  const Tensor var = (sums.select(1, 2 * R + 2) / double(E) - mean * mean).clamp_min(0.0);
+  return {mean, var, sums};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(glassmd, m) {
+  m.def("radial_statistics(Tensor basis, Tensor weight, Tensor bias) -> (Tensor, Tensor, Tensor)");
   m.def(
       "radial_hidden(Tensor basis, Tensor weight, Tensor bias, Tensor gamma, Tensor beta, Tensor draws, "
       "float eps, bool drop) -> (Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(glassmd, CPU, m) { m.impl("radial_hidden", radial_hidden_cpu); }
+TORCH_LIBRARY_IMPL(glassmd, CPU, m) {
+  m.impl("radial_hidden", radial_hidden_cpu);
+  m.impl("radial_statistics", radial_statistics_cpu);
+}
 
 TORCH_LIBRARY_IMPL(glassmd, Autograd, m) { m.impl("radial_hidden", radial_hidden_autograd); }

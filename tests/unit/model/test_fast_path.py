@@ -217,7 +217,9 @@ def test_fused_kernel_is_built_and_used():
     with torch.profiler.profile() as prof:
         model.train()(types, edge_index, edge_vec)
     keys = {e.key for e in prof.key_averages()}
-    assert "glassmd::frame_conv_factored" in keys and "glassmd::radial_hidden" in keys
+    # training: one glassmd::frame_conv_train per layer (the whole radial MLP in its kernels), after its statistics
+    assert "glassmd::frame_conv_train" in keys and "glassmd::radial_statistics" in keys
+    assert "glassmd::radial_hidden" not in keys and "glassmd::frame_conv_factored" not in keys
 
 
 def test_evaluation_kernel_matches_the_autograd_kernel_and_refuses_gradients():
@@ -460,3 +462,99 @@ def test_convolutions_in_eval_mode_inside_a_network_in_training_mode():
             torch.manual_seed(3)
             outputs.append(m(types, edge_index, edge_vec))
     assert torch.allclose(outputs[0], outputs[1], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("drop", [True, False])
+def test_training_operator_with_the_hidden_layer_matches_radial_hidden(drop):
+    """glassmd::frame_conv_train computes the radial MLP's hidden layer (batch norm with batch statistics, dropout)
+    in its kernels and sums the batch norm's backward there: the same values and gradients as radial_hidden
+    followed by frame_conv_factored, on any thread count (float64; the edge count leaves a partial last block)."""
+    graph = random_configuration(90, torch.float64, seed=31)
+    model = GlassGNN.create(ModelConfig(l_max=2, channels=3, layers=2), torch.float64)
+    _, _, edge_index, edge_vec = graph
+    assert edge_index.shape[1] % 16 != 0
+    conv = model.layers[1].conv
+    kernel = conv.frame_kernel
+    basis = model.edge_embedding.radial_basis(edge_vec)
+    generator = torch.Generator().manual_seed(5)
+    first, norm, last = conv.radial.net[0], conv.radial.net[2], conv.radial.net[4]
+
+    def rand_like(t, scale=1.0):
+        return (scale * torch.randn(t.shape, generator=generator, dtype=torch.float64)).requires_grad_()
+
+    leaves = {
+        "x": rand_like(torch.empty(graph[0].shape[0], kernel.dim_in)),
+        "w1": rand_like(first.weight),
+        "b1": rand_like(first.bias),
+        "gamma": rand_like(norm.weight, 0.5),
+        "beta": rand_like(norm.bias),
+        "w2": rand_like(last.weight),
+        "b2": rand_like(last.bias),
+        "mix_weight": rand_like(conv.mix.weight),
+    }
+    draws = torch.randint(0, 2**31 - 1, (edge_index.shape[1],), generator=generator, dtype=torch.int32)
+    tables = (kernel.rot_in_table, kernel.lo_meta_table, kernel.src_index, kernel.weight_index, kernel.active)
+    eps = 1e-5
+
+    def separate(x, w1, b1, gamma, beta, w2, b2, mix_weight):
+        hidden, _, _ = torch.ops.glassmd.radial_hidden(basis, w1, b1, gamma, beta, draws, eps, drop)
+        return torch.ops.glassmd.frame_conv_factored(
+            x, edge_index, hidden, w2, b2, True, edge_vec, mix_weight, kernel.mix_index, kernel.mix_coef, *tables,
+            kernel.dim_out, kernel.channels, kernel.frame_alpha_coef, kernel.frame_beta_coef,
+        )
+
+    def fused(x, w1, b1, gamma, beta, w2, b2, mix_weight):
+        with torch.no_grad():
+            mean, var, sums = torch.ops.glassmd.radial_statistics(basis, w1, b1)
+        return kernel.fused_train(
+            x, edge_index, basis, edge_vec, [w1, b1, gamma, beta, w2, b2], draws, drop, mean, var, sums, eps, True,
+            mix_weight,
+        )
+
+    inputs = list(leaves.values())
+    out = separate(*inputs)
+    probe = torch.randn(out.shape, generator=generator, dtype=torch.float64)
+    expected = [out.detach()] + list(torch.autograd.grad((out * probe).sum(), inputs))
+
+    def run():
+        got = fused(*inputs)
+        return [got.detach()] + list(torch.autograd.grad((got * probe).sum(), inputs))
+
+    for got in results_per_thread_count(run):
+        for name, a, b in zip(["out"] + list(leaves), got, expected):
+            assert b.abs().max() > 0, name
+            assert torch.allclose(a, b, rtol=1e-9, atol=1e-9), (name, float((a - b).abs().max()))
+
+
+def test_radial_statistics_match_the_batch_of_activations():
+    generator = torch.Generator().manual_seed(8)
+    basis = torch.randn(300, 10, generator=generator, dtype=torch.float64)
+    weight = torch.randn(16, 10, generator=generator, dtype=torch.float64)
+    bias = torch.randn(16, generator=generator, dtype=torch.float64)
+    mean, var, sums = torch.ops.glassmd.radial_statistics(basis, weight, bias)
+    a = torch.relu(basis @ weight.t() + bias)
+    rho = (a > 0).double()
+    assert torch.allclose(mean, a.mean(0)) and torch.allclose(var, a.var(0, unbiased=False))
+    columns = [rho.t() @ basis, a.t() @ basis, rho.sum(0)[:, None], a.sum(0)[:, None], (a * a).sum(0)[:, None]]
+    expected = torch.cat(columns, 1)
+    assert torch.allclose(sums, expected)
+    with pytest.raises(RuntimeError, match="more than one edge"):
+        torch.ops.glassmd.radial_statistics(basis[:1], weight, bias)
+
+
+def test_training_operator_rejects_statistics_of_another_shape():
+    leaves, factored, _ = conv_operator_inputs(1, 2, seed=3)
+    model = GlassGNN.create(ModelConfig(l_max=1, channels=2, layers=2), torch.float64)
+    kernel = model.layers[1].conv.frame_kernel
+    radial = model.layers[1].conv.radial.net
+    n = 5
+    basis = torch.rand(n, 10, dtype=torch.float64)
+    mean, var, sums = torch.ops.glassmd.radial_statistics(basis, radial[0].weight, radial[0].bias)
+    layer = [radial[0].weight, radial[0].bias, radial[2].weight, radial[2].bias, radial[4].weight, radial[4].bias]
+    args = (leaves["x"].detach(), torch.zeros(2, n, dtype=torch.long), basis, torch.ones(n, 3, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match=r"sums must be the \[H, 2R \+ 3\]"):
+        kernel.fused_train(*args, layer, torch.zeros(n, dtype=torch.int32), True, mean, var, sums[:, :-1], 1e-5,
+                           True, model.layers[1].conv.mix.weight)
+    with pytest.raises(RuntimeError, match="draws must be one int32 per edge"):
+        kernel.fused_train(*args, layer, torch.zeros(n, dtype=torch.int64), True, mean, var, sums, 1e-5,
+                           True, model.layers[1].conv.mix.weight)
