@@ -574,3 +574,41 @@ def test_training_with_other_radial_shapes_matches_reference(radial):
         assert (a - b).abs().max() <= 1e-10 * scale, name
     for key in s_x:
         assert torch.allclose(s_f[key], s_x[key], rtol=1e-10, atol=1e-10), key
+
+
+def test_evaluation_sees_parameters_changed_between_calls():
+    """glassmd::interaction_eval keeps each layer's folded constants between calls, checked against a copy of
+    every input they derive from: parameters changed in place, through .data (no version bump) or in another
+    model with the same shapes must never meet stale constants. Compared with the torch kernel each time."""
+    graph = random_configuration(120, torch.float64, seed=13)
+    model = model_with_statistics(ModelConfig(layers=2), torch.float64, graph).eval()
+    _, types, edge_index, edge_vec = graph
+
+    def check():
+        with torch.no_grad():
+            fused = model(types, edge_index, edge_vec)
+            frame = copy.deepcopy(model).set_implementation("frame")(types, edge_index, edge_vec)
+        assert torch.allclose(fused, frame, rtol=0, atol=1e-10)
+        return fused
+
+    before = check()
+    layer = model.layers[1]
+    changes = [
+        layer.conv.mix.weight,  # folded into the mixing matrices
+        layer.conv.radial.net[4].weight,  # the last radial layer
+        layer.conv.radial.net[2].running_var,  # the radial batch norm, folded into the last layer
+        layer.norm.weight_scalar,  # the layer's batch-norm map
+        model.layers[0].conv.radial.net[4].bias,
+    ]
+    for tensor in changes:
+        tensor.data.mul_(1.25)  # through .data: the version counter does not move
+        after = check()
+        assert not torch.allclose(after, before)
+        before = after
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.layers[1].conv.mix.weight.add_(0.5)
+        first = other(types, edge_index, edge_vec)
+    check()  # the first model's constants after the other's
+    with torch.no_grad():
+        assert torch.equal(other(types, edge_index, edge_vec), first)
