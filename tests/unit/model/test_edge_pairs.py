@@ -77,6 +77,21 @@ def test_periodic_images_pair_by_vector():
     check_order(edge_index, edge_vec, order, n_pairs)
 
 
+def test_pair_edges_gives_one_order_on_any_number_of_threads():
+    """Its passes over the edges run in one range per thread (counting sorts, the split into pairs and unpaired
+    edges): the order must not depend on how many there are, for a list grouped by receiver and a shuffled one."""
+    from glassmd.testing import results_per_thread_count
+
+    _, edge_index, edge_vec = graph(400, (400 / 1.2) ** (1 / 3), seed=3, keep=0.9)
+    shuffled = torch.randperm(edge_index.shape[1], generator=torch.Generator().manual_seed(0))
+    assert edge_index.shape[1] > 3 * 4096  # several ranges on 3 threads
+    for ei, ev in ((edge_index, edge_vec), (edge_index[:, shuffled], edge_vec[shuffled])):
+        results = results_per_thread_count(lambda: torch.ops.glassmd.pair_edges(ei, ev))
+        check_order(ei, ev, *results[0])
+        for order, n_pairs in results[1:]:
+            assert n_pairs == results[0][1] and torch.equal(order, results[0][0])
+
+
 def test_pair_edges_of_no_edges_and_bad_input():
     order, n_pairs = torch.ops.glassmd.pair_edges(torch.zeros(2, 0, dtype=torch.long), torch.zeros(0, 3))
     assert order.numel() == 0 and n_pairs == 0
