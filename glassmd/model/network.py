@@ -245,12 +245,11 @@ class GlassGNN(nn.Module):
             edge_sh, edge_radial = self.edge_embedding(edge_vec)
             return edge_index, edge_sh, edge_radial, None
         if self.training:
-            # Two arrays: the radial MLP of training (glassmd::radial_hidden) reads the basis by rows, and a
-            # column slice of the one array would be copied out twice per layer (5% of a training step).
+            # The radial basis by rows (glassmd::radial_statistics and the training kernels read it so), and the
+            # edge vectors, from which the fused kernel computes each block's frames (FrameConvKernel.fused).
             edge_sh = edge_vec.new_zeros((edge_vec.shape[0], 0))
             radial = self.edge_embedding.radial_basis(edge_vec)
             if self.use_fused_kernel and edge_vec.device.type == "cpu" and not edge_vec.requires_grad:
-                # The fused kernel computes the frames of each block from the vectors (FrameConvKernel.fused).
                 return edge_index, edge_sh, radial, edge_vec
             return edge_index, edge_sh, radial, self.edge_frames(edge_vec)
         edge_index, features = self.edge_frame_features(edge_index, edge_vec)
