@@ -239,7 +239,9 @@ class GlassGNN(nn.Module):
         For the fused evaluation (CPU, eval mode, no gradients) the edges come back reordered by
         ``glassmd::pair_edges``: the two directions of each pair, then the unpaired edges, with one row of radial
         basis and frame per pair (for its first direction) and per unpaired edge, so that the kernel evaluates
-        the radial MLP and reads the frame once for both messages of a pair.
+        the radial MLP and reads the frame once for both messages of a pair. For the fused kernel in training
+        (CPU, no gradients with respect to positions) the frames' place holds the edge vectors ``[E, 3]``: the
+        kernels compute each block's frames themselves.
         """
         if not self.use_edge_frames:
             edge_sh, edge_radial = self.edge_embedding(edge_vec)
