@@ -8,7 +8,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from glassmd.model.fast_conv import FrameConvKernel
+from glassmd.model.fast_conv import FrameConvKernel, holds_edge_vectors
 from glassmd.model.irreps import conv_input_irreps, edge_sh_irreps, hidden_irreps
 from glassmd.model.radial import RadialMLP
 
@@ -148,7 +148,7 @@ class EquivariantConv(nn.Module):
     ) -> torch.Tensor:
         if not self.training and self.radial.folds() and not torch.is_grad_enabled():
             # Evaluation: the whole radial MLP runs per edge inside the kernel (batch norm folded).
-            if edge_frame.dim() == 2 and edge_frame.shape[1] == 3:
+            if holds_edge_vectors(edge_frame):
                 # edge vectors, as a network in training mode gives them (GlassGNN.edge_inputs) to a layer in eval
                 edge_frame = self.frame_kernel.frames_of_vectors(edge_frame)
             first_weight, first_bias, last_weight, last_bias = self.radial.evaluation_layers()
@@ -165,7 +165,7 @@ class EquivariantConv(nn.Module):
                 self.mix.weight,
             )
         weight, bias = self.radial.last_layer()
-        if edge_frame.dim() == 2 and edge_frame.shape[1] == 3 and self.radial.kernel_computes_hidden(edge_radial):
+        if holds_edge_vectors(edge_frame) and self.radial.kernel_computes_hidden(edge_radial):
             # Training: the kernels compute the whole radial MLP per block from the basis, with the batch
             # statistics of one pass before (batch norm needs all edges).
             layer, draws, drop, mean, var, sums = self.radial.kernel_hidden(edge_radial)

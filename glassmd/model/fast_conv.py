@@ -27,12 +27,18 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
-__all__ = ["EdgeFrames", "FrameConvKernel", "frame_dim", "reverse_frame_flip"]
+__all__ = ["EdgeFrames", "FrameConvKernel", "frame_dim", "holds_edge_vectors", "reverse_frame_flip"]
 
 
 def frame_dim(l_max: int) -> int:
     """Numbers per edge in the frame tensor: the Wigner matrices D^l for l = 1..l_max, row-major."""
     return sum((2 * l + 1) ** 2 for l in range(1, l_max + 1))
+
+
+def holds_edge_vectors(edge_frame: torch.Tensor) -> bool:
+    """Whether a convolution's per-edge frame input is the edge vectors ``[E, 3]`` (what
+    :meth:`GlassGNN.edge_inputs` gives the fused kernel in training) rather than the frames ``[E, frame_dim]``."""
+    return edge_frame.dim() == 2 and edge_frame.shape[1] == 3
 
 
 def _fourier_features(cos_t: torch.Tensor, sin_t: torch.Tensor, order: int) -> torch.Tensor:
@@ -383,7 +389,7 @@ class FrameConvKernel(nn.Module):
 
         (Model files exported before it existed call ``glassmd::frame_conv``, with the matrices themselves,
         which stays registered.)"""
-        vectors = edge_frame.dim() == 2 and edge_frame.shape[1] == 3
+        vectors = holds_edge_vectors(edge_frame)
         return torch.ops.glassmd.frame_conv_factored(
             x,
             edge_index,
