@@ -90,8 +90,11 @@ class EquivariantConv(nn.Module):
     ) -> torch.Tensor:
         """``edge_frame``: the Wigner matrices of :class:`~glassmd.model.fast_conv.EdgeFrames` ``[E, frame_dim]``
         (None: the e3nn reference); for the fused kernel on the CPU without gradients with respect to positions,
-        the edge vectors ``[E, 3]`` (it computes the frames itself), or paired edge blocks in evaluation."""
+        the edge vectors ``[E, 3]`` (it computes the frames itself), or paired edge blocks in evaluation; paired
+        edge vectors in training, with a third row of ``edge_index`` (:meth:`GlassGNN.edge_inputs`)."""
         if edge_frame is not None:
+            if edge_index.shape[0] == 3:
+                return self._fused_forward(x, edge_index, edge_radial, edge_frame)
             if edge_radial.dim() == 3 or edge_radial.shape[0] != edge_index.shape[1]:
                 # Paired edges (GlassGNN.edge_inputs): one radial row and frame per pair, or the edge blocks of
                 # glassmd::edge_blocks; fused evaluation only.
@@ -146,6 +149,16 @@ class EquivariantConv(nn.Module):
     def _fused_forward(
         self, x: torch.Tensor, edge_index: torch.Tensor, edge_radial: torch.Tensor, edge_frame: torch.Tensor
     ) -> torch.Tensor:
+        order: Optional[torch.Tensor] = None
+        if edge_index.shape[0] == 3:
+            # Paired training edges (GlassGNN.edge_inputs): the third row is each edge's index in the caller's order.
+            if not (holds_edge_vectors(edge_frame) and self.radial.kernel_computes_hidden(edge_index.shape[1])):
+                raise RuntimeError(
+                    "paired edges in training are read by glassmd::frame_conv_train only (GlassGNN.edge_inputs "
+                    "pairs them when every layer computes its radial hidden layer in the kernels)"
+                )
+            order = edge_index[2]
+            edge_index = edge_index[:2]
         if not self.training and self.radial.folds() and not torch.is_grad_enabled():
             # Evaluation: the whole radial MLP runs per edge inside the kernel (batch norm folded).
             if holds_edge_vectors(edge_frame):
@@ -165,10 +178,10 @@ class EquivariantConv(nn.Module):
                 self.mix.weight,
             )
         weight, bias = self.radial.last_layer()
-        if holds_edge_vectors(edge_frame) and self.radial.kernel_computes_hidden(edge_radial):
+        if holds_edge_vectors(edge_frame) and self.radial.kernel_computes_hidden(edge_index.shape[1]):
             # Training: the kernels compute the whole radial MLP per block from the basis, with the batch
             # statistics of one pass before (batch norm needs all edges).
-            layer, draws, drop, mean, var, sums = self.radial.kernel_hidden(edge_radial)
+            layer, draws, drop, mean, var, sums = self.radial.kernel_hidden(edge_radial, edge_index.shape[1], order)
             return self.frame_kernel.fused_train(
                 x, edge_index, edge_radial, edge_frame, layer + [weight, bias], draws, drop, mean, var, sums,
                 self.radial.net[2].eps, self.radial.output_relu, self.mix.weight,

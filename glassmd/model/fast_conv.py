@@ -430,7 +430,9 @@ class FrameConvKernel(nn.Module):
     ) -> torch.Tensor:
         """:meth:`fused` with the radial MLP's hidden layer computed in the kernels too
         (``glassmd::frame_conv_train``): ``radial`` is ``[W1, b1, gamma, beta, W2, b2]``, the batch statistics come
-        from ``glassmd::radial_statistics`` (:meth:`RadialMLP.kernel_hidden`)."""
+        from ``glassmd::radial_statistics`` (:meth:`RadialMLP.kernel_hidden`). Edges may come paired
+        (:meth:`GlassGNN.edge_inputs`): ``basis`` and ``edge_vec`` then have one row per pair and per unpaired
+        edge, and ``draws`` one value per edge."""
         return torch.ops.glassmd.frame_conv_train(
             x,
             edge_index,
@@ -453,6 +455,7 @@ class FrameConvKernel(nn.Module):
                 self.active,
                 self.frame_alpha_coef,
                 self.frame_beta_coef,
+                self.reverse_flip,
             ],
             self.dim_out,
             self.channels,

@@ -241,7 +241,10 @@ class GlassGNN(nn.Module):
         basis and frame per pair (for its first direction) and per unpaired edge, so that the kernel evaluates
         the radial MLP and reads the frame once for both messages of a pair. For the fused kernel in training
         (CPU, no gradients with respect to positions) the frames' place holds the edge vectors ``[E, 3]``: the
-        kernels compute each block's frames themselves.
+        kernels compute each block's frames themselves. Where every layer computes its radial hidden layer in the
+        kernels (:meth:`pairs_training_edges`) those edges are paired too, with one row of basis and vector per pair
+        (a pair shares its frame and its hidden layer's activations, not its dropout masks), and ``edge_index``
+        gets a third row: each edge's index in the caller's order, for its dropout mask.
         """
         if not self.use_edge_frames:
             edge_sh, edge_radial = self.edge_embedding(edge_vec)
@@ -250,10 +253,14 @@ class GlassGNN(nn.Module):
             # The radial basis by rows (glassmd::radial_statistics and the training kernels read it so), and the
             # edge vectors, from which the fused kernel computes each block's frames (FrameConvKernel.fused).
             edge_sh = edge_vec.new_zeros((edge_vec.shape[0], 0))
-            radial = self.edge_embedding.radial_basis(edge_vec)
             if self.use_fused_kernel and edge_vec.device.type == "cpu" and not edge_vec.requires_grad:
-                return edge_index, edge_sh, radial, edge_vec
-            return edge_index, edge_sh, radial, self.edge_frames(edge_vec)
+                if self.pairs_training_edges(edge_index.shape[1]):
+                    order, n_pairs = torch.ops.glassmd.pair_edges(edge_index, edge_vec)
+                    rows = edge_vec.index_select(0, torch.cat([order[:n_pairs], order[2 * n_pairs :]]))
+                    edge_index = torch.cat([edge_index.gather(1, order.expand(2, -1)), order.unsqueeze(0)])
+                    return edge_index, edge_sh, self.edge_embedding.radial_basis(rows), rows
+                return edge_index, edge_sh, self.edge_embedding.radial_basis(edge_vec), edge_vec
+            return edge_index, edge_sh, self.edge_embedding.radial_basis(edge_vec), self.edge_frames(edge_vec)
         edge_index, features = self.edge_frame_features(edge_index, edge_vec)
         n_radial = self.edge_embedding.n_radial
         edge_sh = features.new_zeros((features.shape[0], 0))
@@ -292,6 +299,15 @@ class GlassGNN(nn.Module):
             return False
         for layer in self.layers:  # batch norms in training mode (recalibration) need the unpaired path
             if not layer.evaluates_fused(edge_vec):
+                return False
+        return True
+
+    def pairs_training_edges(self, n_edges: int) -> bool:
+        """Whether :meth:`edge_inputs` pairs the edges in training: every layer's convolution runs
+        ``glassmd::frame_conv_train`` (fused kernel, training mode, radial hidden layer in the kernels)."""
+        for layer in self.layers:
+            conv = layer.conv
+            if not (conv.use_fused_kernel and conv.training and conv.radial.kernel_computes_hidden(n_edges)):
                 return False
         return True
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -110,7 +110,7 @@ class RadialMLP(nn.Module):
         self._update_running_statistics(mean, var, radial.shape[0])
         return out
 
-    def kernel_computes_hidden(self, radial: torch.Tensor) -> bool:
+    def kernel_computes_hidden(self, n_edges: int) -> bool:
         """Whether ``glassmd::frame_conv_train`` can compute the hidden layer in its kernels (:meth:`kernel_hidden`):
         batch norm with batch statistics and an affine map, dropout at rate 0 or 1/2 (or off), at most 30 hidden
         values, more than one edge."""
@@ -122,27 +122,35 @@ class RadialMLP(nn.Module):
             and norm.weight is not None
             and (dropout.p == 0.0 or dropout.p == 0.5 or not dropout.training)
             and self.net[0].out_features <= 30
-            and radial.shape[0] >= 2
+            and n_edges >= 2
         )
 
     def kernel_hidden(
-        self, radial: torch.Tensor
+        self, radial: torch.Tensor, n_edges: int, order: Optional[torch.Tensor] = None
     ) -> Tuple[List[torch.Tensor], torch.Tensor, bool, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The hidden layer as ``glassmd::frame_conv_train`` takes it: ``([W1, b1, gamma, beta], draws, drop, mean,
-        var, sums)``, with the batch statistics of ``radial`` (``glassmd::radial_statistics``; the running
-        statistics are updated as :class:`torch.nn.BatchNorm1d` does) and the dropout masks :class:`BitDropout`
-        would draw. Call where :meth:`kernel_computes_hidden`."""
+        var, sums)``, with the batch statistics of the ``n_edges`` edges (``glassmd::radial_statistics``; the
+        running statistics are updated as :class:`torch.nn.BatchNorm1d` does) and one dropout mask per edge, those
+        :class:`BitDropout` would draw.
+
+        Paired edges (:meth:`GlassGNN.edge_inputs`): ``radial`` has one row per pair and per unpaired edge, fewer
+        than ``n_edges``, and ``order`` gives each edge's index in the caller's order, so that every edge gets the
+        mask it would get unpaired. Call where :meth:`kernel_computes_hidden`."""
         first = self.net[0]
         norm = self.net[2]
         dropout = self.net[3]
         drop = dropout.training and dropout.p == 0.5
         if drop:
-            draws = dropout.draw(radial.shape[0], radial.device).view(-1)
+            draws = dropout.draw(n_edges, radial.device).view(-1)
+            if order is not None:
+                draws = draws.index_select(0, order)
         else:
-            draws = torch.zeros(radial.shape[0], dtype=torch.int32, device=radial.device)
+            draws = torch.zeros(n_edges, dtype=torch.int32, device=radial.device)
         with torch.no_grad():
-            mean, var, sums = torch.ops.glassmd.radial_statistics(radial, first.weight, first.bias)
-        self._update_running_statistics(mean.to(radial.dtype), var.to(radial.dtype), radial.shape[0])
+            mean, var, sums = torch.ops.glassmd.radial_statistics(
+                radial, first.weight, first.bias, n_edges - radial.shape[0]
+            )
+        self._update_running_statistics(mean.to(radial.dtype), var.to(radial.dtype), n_edges)
         assert norm.weight is not None and norm.bias is not None
         return [first.weight, first.bias, norm.weight, norm.bias], draws, drop, mean, var, sums
 

@@ -293,6 +293,7 @@ struct Block {
   // weights and the mix table are all read once per block; with a separate message buffer they came to about
   // 65 KB, more than the 48 KB of L1 (one layer at N = 4096 was 3-4% slower, A/B of the two builds).
   LaneVector<T> xs, xr, fr, hb, wb, z, rb, xs2, xr2, z2;
+  LaneVector<T> wb2;    // training pair blocks: the radial weights of the reverse direction (its own dropout)
   LaneVector<T> ab;     // with TrainHidden: the relu activations before the batch norm, [hidden][L]
   int32_t bits[L] = {};  // with TrainHidden: the dropout draws of the block's lanes (0 past nb)
   const T* frame_rows = nullptr;  // the block's frames, [frame_dim][L] (in `fr`)
@@ -308,6 +309,15 @@ struct Block {
         xr2(p.dim_in * L),
         z2(z_size * L),
         ab(hidden * L) {}
+
+  // The radial weights of the reverse direction of a pair into wb2, from the hidden values in hb (wb2 is sized on
+  // first use: the evaluation never needs it).
+  void reverse_radial_weights(const Plan& p, const Radial<T>& r) {
+    if (wb2.size() != wb.size()) wb2.assign(wb.size(), T(0));
+    std::swap(wb, wb2);
+    radial_weights(p, r);
+    std::swap(wb, wb2);
+  }
   T* xs_of(int s) { return s == 0 ? xs.data() : xs2.data(); }
 
   // Edges b0 .. b0+nb-1: their senders' features, frames and radial inputs.
@@ -354,11 +364,14 @@ struct Block {
   }
 
   // Rows r0 .. r0+nb-1: radial hidden values into hb, frames computed from the edge vectors into fr. Missing
-  // lanes get the polar axis (a valid frame; their hidden values and output gradients are zero).
+  // lanes get the polar axis (a valid frame; their hidden values and output gradients are zero). With th, the
+  // hidden values come from the basis rows, with the dropout draws of the lanes' edges (draws[lane]).
   void gather_vector_rows(const Plan& p, int64_t r0, int nb, const Strided<T>& hidden, const EdgeVectors<T>& ev,
-                          glassmd_frames::FrameScratch<T, L>& scratch, const TrainHidden<T>* th = nullptr) {
+                          glassmd_frames::FrameScratch<T, L>& scratch, const TrainHidden<T>* th = nullptr,
+                          const int32_t* draws = nullptr) {
     if (th != nullptr) {
-      train_hidden(*th, hidden, r0, nb);
+      train_activations(*th, hidden, r0, nb);
+      train_values(*th, draws, nb);
     } else {
       if (nb < L) std::fill(hb.begin(), hb.end(), T(0));
       hidden.block(r0, nb, static_cast<int64_t>(hb.size() / L), hb.data());
@@ -375,20 +388,26 @@ struct Block {
     frame_rows = fr.data();
   }
 
-  // Rows r0 .. r0+nb-1 of the hidden layer from their radial basis (`basis`, TrainHidden): ab = relu(W1 B + b1),
-  // hb = dropout(batch_norm(ab)). Lanes past nb get zero hidden values (their dropout factor is 0).
-  void train_hidden(const TrainHidden<T>& th, const Strided<T>& basis, int64_t r0, int nb) {
+  // Rows r0 .. r0+nb-1 of the hidden layer's activations from their radial basis (`basis`, TrainHidden):
+  // ab = relu(W1 B + b1). The two directions of a pair share them (train_values then runs once per direction).
+  void train_activations(const TrainHidden<T>& th, const Strided<T>& basis, int64_t r0, int nb) {
     if (nb < L) std::fill(rb.begin(), rb.end(), T(0));
     basis.block(r0, nb, th.R, rb.data());
     first_layer(FirstLayer<T>{th.w1, th.b1, th.R}, rb.data());
     std::copy(hb.begin(), hb.end(), ab.begin());
-    for (int lane = 0; lane < L; ++lane) bits[lane] = lane < nb ? th.draws[r0 + lane] : 0;
+  }
+
+  // hb = dropout(batch_norm(ab)) with the draws of the lanes' edges (draws[lane], lane < nb). Lanes past nb get
+  // zero hidden values (their dropout factor is 0).
+  void train_values(const TrainHidden<T>& th, const int32_t* draws, int nb) {
+    for (int lane = 0; lane < L; ++lane) bits[lane] = lane < nb ? draws[lane] : 0;
     for (int64_t j = 0; j < th.H; ++j) {
+      const T* a = ab.data() + j * L;
       T* h = hb.data() + j * L;
       const T sc = th.scale[j], sh = th.shift[j];
       GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
         const T f = th.drop ? T(int32_t(2 * ((uint32_t(bits[lane]) >> j) & 1u))) : T(lane < nb ? 1 : 0);
-        h[lane] = (h[lane] * sc + sh) * f;
+        h[lane] = (a[lane] * sc + sh) * f;
       }
     }
   }
@@ -697,10 +716,6 @@ struct ThreadSums {
   }
 };
 
-int64_t edge_grain(int64_t n_edges) {
-  return std::max<int64_t>(256, n_edges / std::max(1, at::get_num_threads()) + 1);
-}
-
 // The products of the forward mix packed for its inner loop: per entry (in Plan::entries order) the offsets of
 // its rotated-input row and radial-weight row in a lane-major block (elements, int32) and its C mixing
 // coefficients side by side. Read through Plan::entries, each product also cost two index loads, two shifts, an
@@ -861,16 +876,17 @@ __attribute__((noinline)) void mix_block_twins(const OutBlock& ob, const TwinMix
   }
 }
 
-// z_s[m][c] = sum over the non-zero products (m, k) of M[m][c][k] w[k] x'_s[src(m, k)], for one l_out block and
-// NS streams that share the radial weights (the two directions of a pair): each entry's offsets, weights and
-// mixing coefficients are loaded once for both. CC: the channel count when known at compile time (0: C).
+// z_s[m][c] = sum over the non-zero products (m, k) of M[m][c][k] w_s[k] x'_s[src(m, k)], for one l_out block and
+// NS streams (the two directions of a pair; wb1: the second's radial weights, which differ from wb in training,
+// where each direction draws its own dropout): each entry's offsets and mixing coefficients are loaded once for
+// both. CC: the channel count when known at compile time (0: C).
 // With NS = 2 the second stream's z[m] are stored times ob.reverse_sign[m] (the S of D S, see
 // Plan::set_reverse_signs), ready to be rotated back with D.
 // Not inlined: inlined into convolve_block, the loop ran out of general registers and reloaded its three base
 // pointers from the stack for every product (15% more time in the mix, TSC counts per phase at N = 4096).
 template <typename T, int L, int CC, int NS>
 __attribute__((noinline)) void mix_block(const OutBlock& ob, const MixTable<T, L>& table, const T* wb,
-                                         const T* const* xr, T* const* z, int64_t C) {
+                                         const T* wb1, const T* const* xr, T* const* z, int64_t C) {
   constexpr int kMax = CC > 0 ? CC : 1;
   const int32_t* offsets = table.offsets.data();
   const T* coefs = table.coef.data();
@@ -881,10 +897,10 @@ __attribute__((noinline)) void mix_block(const OutBlock& ob, const MixTable<T, L
     if (CC > 0) {
       T acc[NS][kMax][L] = {};
       for (int64_t q = q0; q < q1; ++q) {
-        const T* wv = wb + offsets[2 * q + 1];
         const T* cf = coefs + q * kMax;
         T t[NS][L];
         for (int s = 0; s < NS; ++s) {
+          const T* wv = (s == 0 ? wb : wb1) + offsets[2 * q + 1];
           const T* xv = (s == 0 ? xr0 : xr1) + offsets[2 * q];
           GLASSMD_LANES for (int lane = 0; lane < L; ++lane) t[s][lane] = wv[lane] * xv[lane];
         }
@@ -901,9 +917,9 @@ __attribute__((noinline)) void mix_block(const OutBlock& ob, const MixTable<T, L
     }
     for (int s = 0; s < NS; ++s) std::fill(z[s] + m * C * L, z[s] + (m + 1) * C * L, T(0));
     for (int64_t q = q0; q < q1; ++q) {
-      const T* wv = wb + offsets[2 * q + 1];
       const T* cf = coefs + q * C;
       for (int s = 0; s < NS; ++s) {
+        const T* wv = (s == 0 ? wb : wb1) + offsets[2 * q + 1];
         T t[L];
         const T* xv = xr[s] + offsets[2 * q];
         const T sg = s == 1 ? T(ob.reverse_sign[m]) : T(1);
@@ -920,30 +936,32 @@ __attribute__((noinline)) void mix_block(const OutBlock& ob, const MixTable<T, L
 // Messages of one block of edges whose frames (fr) and radial weights (wb) are in `blk`, for NS streams: the
 // edges themselves, and with NS = 2 also their reverses (the frame D S, see Plan::set_reverse_signs). Gather
 // the senders, rotate into the edge frames, weight and mix, rotate back, add to the receivers' rows of acc_out.
+// own_reverse_weights: the reverses have their own radial weights, in wb2 (training: dropout per direction).
 template <typename T, int L, int NS>
 void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* senders, const int64_t* const* receivers,
                     int nb, const T* x, int64_t x_stride, const MixTable<T, L>& table,
-                    const TwinMixTable<T, L>* twins, T* acc_out) {
+                    const TwinMixTable<T, L>* twins, T* acc_out, bool own_reverse_weights = false) {
   const int64_t C = p.channels;
   for (int s = 0; s < NS; ++s) blk.gather_senders(p, senders[s], nb, x, s, x_stride);
   blk.template rotate_in<NS>(p);
   const T* xr[2] = {blk.xr.data(), blk.xr2.data()};
   T* z[2] = {blk.z.data(), blk.z2.data()};
   T* msg[2] = {blk.xs.data(), blk.xs2.data()};  // see Block
+  const T* wb1 = own_reverse_weights ? blk.wb2.data() : blk.wb.data();
   for (const OutBlock& ob : p.blocks) {
     // Pair blocks with the twins' table, the others with the plain one.
     auto mix = [&](auto cc) {
       constexpr int CC = decltype(cc)::value;
-      if (NS == 2 && twins != nullptr)
+      if (NS == 2 && twins != nullptr && !own_reverse_weights)
         mix_block_twins<T, L, CC>(ob, *twins, blk.wb.data(), xr, z);
       else
-        mix_block<T, L, CC, NS>(ob, table, blk.wb.data(), xr, z, C);
+        mix_block<T, L, CC, NS>(ob, table, blk.wb.data(), wb1, xr, z, C);
     };
     switch (C) {  // the common channel counts keep the accumulators of one m in registers
       case 2: mix(std::integral_constant<int, 2>()); break;
       case 4: mix(std::integral_constant<int, 4>()); break;
       case 8: mix(std::integral_constant<int, 8>()); break;
-      default: mix_block<T, L, 0, NS>(ob, table, blk.wb.data(), xr, z, C);
+      default: mix_block<T, L, 0, NS>(ob, table, blk.wb.data(), wb1, xr, z, C);
     }
     // Back to the global frame, written in e3nn's (l_out, channel, m) layout.
     if (ob.lo == 0) {
@@ -1092,16 +1110,26 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
             continue;
           }
           blk.edge_block(*edge_blocks, w / 2, *frame_scratch, *first);
+        } else if (vectors != nullptr) {  // training (Call allows pairs with vectors there only)
+          blk.gather_vector_rows(p, k0, nb, hidden, *vectors, *frame_scratch, train_hidden,
+                                 train_hidden->draws + k0);
         } else {
           blk.gather_edge_rows(p, k0, nb, hidden, frame, first);
         }
         blk.radial_weights(p, radial);
+        // In training the two directions share the frames and the hidden layer's activations, not its dropout.
+        const bool own_reverse_weights = vectors != nullptr;
+        if (own_reverse_weights) {
+          blk.train_values(*train_hidden, train_hidden->draws + n_pairs + k0, nb);
+          blk.reverse_radial_weights(p, radial);
+        }
         const int64_t* senders[2] = {sender + k0, sender + n_pairs + k0};
         const int64_t* receivers[2] = {receiver + k0, receiver + n_pairs + k0};
         if (!(in_range(senders[0], nb) && in_range(senders[1], nb) && in_range(receivers[0], nb) &&
               in_range(receivers[1], nb)))
           continue;
-        convolve_block<T, L, 2>(p, blk, senders, receivers, nb, rows.data, rows.stride, table, twins, acc_out);
+        convolve_block<T, L, 2>(p, blk, senders, receivers, nb, rows.data, rows.stride, table, twins, acc_out,
+                                own_reverse_weights);
       } else {
         const int64_t j0 = (w - 2 * pair_blocks) * L;
         const int nb = static_cast<int>(std::min<int64_t>(L, n_single - j0));
@@ -1112,7 +1140,8 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
           }
           blk.edge_block(*edge_blocks, pair_blocks + j0 / L, *frame_scratch, *first);
         } else if (vectors != nullptr) {
-          blk.gather_vector_rows(p, n_pairs + j0, nb, hidden, *vectors, *frame_scratch, train_hidden);
+          blk.gather_vector_rows(p, n_pairs + j0, nb, hidden, *vectors, *frame_scratch, train_hidden,
+                                 train_hidden != nullptr ? train_hidden->draws + 2 * n_pairs + j0 : nullptr);
         } else {
           blk.gather_edge_rows(p, n_pairs + j0, nb, hidden, frame, first);
         }
@@ -1571,7 +1600,8 @@ __attribute__((noinline)) void mix_grads(const MixGroups<T>& mg, int64_t g0, int
 
 template <typename T, int L>
 void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nodes, const int64_t* sender,
-                     const int64_t* receiver, int64_t n_edges, const Strided<T>& hidden, const Radial<T>& radial,
+                     const int64_t* receiver, int64_t n_edges, int64_t n_pairs, const Strided<T>& hidden,
+                     const Radial<T>& radial,
                      const Strided<T>& frame, const MixGroups<T>& groups, T* grad_x, T* grad_hidden,
                      T* grad_radial_weight, T* grad_radial_bias, T* grad_mix, int64_t grad_mix_numel,
                      const EdgeVectors<T>* vectors = nullptr, const TrainHidden<T>* train_hidden = nullptr,
@@ -1585,12 +1615,17 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
   const int64_t n_mix = groups.groups() * C, n_param = n_mix + p.n_w * H + p.n_w;
   std::vector<std::vector<T>> param_grad_per_thread(n_threads);
   ThreadSums<T> grad_x_sums(grad_x, n_nodes, p.dim_in, n_threads);
-  at::parallel_for(0, n_edges, edge_grain(n_edges), [&](int64_t e_begin, int64_t e_end) {
+  // Work as in forward_kernel: half-blocks of messages, a pair block (both directions) weighing two.
+  const int64_t n_single = n_edges - 2 * n_pairs;
+  const int64_t pair_blocks = (n_pairs + L - 1) / L, single_blocks = (n_single + L - 1) / L;
+  const int64_t n_work = 2 * pair_blocks + single_blocks;
+  const int64_t grain = std::max<int64_t>(8, n_work / n_threads + 1);
+  at::parallel_for(0, n_work, grain, [&](int64_t w_begin, int64_t w_end) {
     T* gx_acc = grad_x_sums.mine();
     Block<T, L> blk(p, max_d * C, H, train_hidden != nullptr ? train_hidden->R : 0);
     std::optional<HiddenGradSums<T, L>> hsums;
     if (train_hidden != nullptr) hsums.emplace(H, train_hidden->R);
-    LaneVector<T> go(p.dim_out * L), gz(max_d * C * L), gxr(p.dim_in * L), gw(p.n_w * L);
+    LaneVector<T> go(p.dim_out * L), gz(max_d * C * L), gxr(p.dim_in * L), gxr2(p.dim_in * L), gw(p.n_w * L);
     LaneVector<T> ghid(H * L), y_scratch(C * L);
     LaneVector<T> gparam(n_param * L, T(0));  // per lane: reduced at the end
     T* gmix = gparam.data();
@@ -1600,27 +1635,23 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
     RadialGradTiles<T, L> tiles(tiled ? p.n_w : 0, tiled ? H : 0);
     std::optional<glassmd_frames::FrameScratch<T, L>> frame_scratch;
     if (vectors != nullptr) frame_scratch.emplace(*vectors->frames);
-    for (int64_t b0 = e_begin; b0 < e_end; b0 += L) {
-      const int nb = static_cast<int>(std::min<int64_t>(L, e_end - b0));
-      if (vectors != nullptr) {
-        blk.gather_senders(p, sender + b0, nb, x);
-        blk.gather_vector_rows(p, b0, nb, hidden, *vectors, *frame_scratch, train_hidden);
-      } else {
-        blk.gather(p, b0, nb, sender, x, hidden, frame);
-      }
-      blk.radial_weights(p, radial);
-      blk.template rotate_in<1>(p);
+
+    // The gradients of one stream of messages whose rotated inputs (xr_s), radial weights (wb) and hidden
+    // values (hb; ab and bits with TrainHidden) are in blk: into its rotated inputs (gxr_s, still in the edge
+    // frame), the parameters, and the hidden layer. reverse: the stream of a pair's reverse edges (its
+    // outputs were rotated back as D S z, see Plan::set_reverse_signs). e0: its first edge, for grad_hidden.
+    auto stream_grads = [&](int nb, const int64_t* receivers, const T* xr_s, T* gxr_s, bool reverse, int64_t e0) {
       const T* grows[L];
-      for (int lane = 0; lane < nb; ++lane) grows[lane] = grad_out + receiver[b0 + lane] * p.dim_out;
+      for (int lane = 0; lane < nb; ++lane) grows[lane] = grad_out + receivers[lane] * p.dim_out;
       if (!(nb == L && L == 16 && rows_to_lanes(grows, p.dim_out, go.data()))) {
         std::fill(go.begin(), go.end(), T(0));
         for (int lane = 0; lane < nb; ++lane)
           for (int64_t f = 0; f < p.dim_out; ++f) go[f * L + lane] = grows[lane][f];
       }
-      std::fill(gxr.begin(), gxr.end(), T(0));
+      std::fill(gxr_s, gxr_s + p.dim_in * L, T(0));
       std::fill(gw.begin(), gw.end(), T(0));
       for (const OutBlock& ob : p.blocks) {
-        // Output gradient into the edge frame: gz[m][c] = sum_m' D[m'][m] go[c][m'].
+        // Output gradient into the edge frame: gz[m][c] = sum_m' D[m'][m] go[c][m'] (times S[m] for reverses).
         if (ob.lo > 0 && C % kRotGroup == 0) {
           for (int64_t c0 = 0; c0 < C; c0 += kRotGroup)
             with_block_size(ob.d, [&](auto dd) {
@@ -1647,24 +1678,22 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
             GLASSMD_LANES for (int lane = 0; lane < L; ++lane) g[lane] = acc[lane];
           }
         }
+        if (reverse && ob.lo > 0)
+          for (int64_t m = 0; m < ob.d; ++m) {
+            if (ob.reverse_sign[m] > 0) continue;
+            T* g = gz.data() + m * C * L;
+            for (int64_t i = 0; i < C * L; ++i) g[i] = -g[i];
+          }
         const int64_t ob_index = &ob - p.blocks.data();
         const int64_t g0 = groups.block_begin[ob_index], g1 = groups.block_begin[ob_index + 1];
         const T* wb = blk.wb.data();
-        const T* xr = blk.xr.data();
         switch (C) {
-          case 2: mix_grads<T, L, 2>(groups, g0, g1, gz.data(), wb, xr, gw.data(), gxr.data(), gmix, nullptr); break;
-          case 4: mix_grads<T, L, 4>(groups, g0, g1, gz.data(), wb, xr, gw.data(), gxr.data(), gmix, nullptr); break;
-          case 8: mix_grads<T, L, 8>(groups, g0, g1, gz.data(), wb, xr, gw.data(), gxr.data(), gmix, nullptr); break;
+          case 2: mix_grads<T, L, 2>(groups, g0, g1, gz.data(), wb, xr_s, gw.data(), gxr_s, gmix, nullptr); break;
+          case 4: mix_grads<T, L, 4>(groups, g0, g1, gz.data(), wb, xr_s, gw.data(), gxr_s, gmix, nullptr); break;
+          case 8: mix_grads<T, L, 8>(groups, g0, g1, gz.data(), wb, xr_s, gw.data(), gxr_s, gmix, nullptr); break;
           default:
-            mix_grads<T, L, 0>(groups, g0, g1, gz.data(), wb, xr, gw.data(), gxr.data(), gmix, y_scratch.data());
+            mix_grads<T, L, 0>(groups, g0, g1, gz.data(), wb, xr_s, gw.data(), gxr_s, gmix, y_scratch.data());
         }
-      }
-      // Rotated-input gradient back to the sender's frame: gx[u][b] = sum_a D[b][a] gxr[u][a].
-      T* gxs = blk.xs.data();  // the gathered inputs are no longer needed
-      {
-        const T* in[1] = {gxr.data()};
-        T* out[1] = {gxs};
-        blk.template rotate_inputs<false, 1>(p, in, out);
       }
       // Through the radial layer: gw -> pre-activation (relu' = [wb > 0]) -> (hidden, W, b). Lanes past nb
       // have zero hidden values and zero output gradients, so they add nothing.
@@ -1702,22 +1731,76 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
         }
       }
       if (tiled) tiles.add(gw.data(), blk.hb.data());
-      T* gxrows[L];
-      for (int lane = 0; lane < nb; ++lane) gxrows[lane] = gx_acc + sender[b0 + lane] * p.dim_in;
-      if (!(nb == L && L == 16 && add_lanes_to_rows(gxs, p.dim_in, gxrows))) {
-        for (int lane = 0; lane < nb; ++lane)
-          for (int64_t f = 0; f < p.dim_in; ++f) gxrows[lane][f] += gxs[f * L + lane];
-      }
       if (hsums) {  // the hidden layer's backward, summed here (TrainHidden)
         hsums->add(*train_hidden, blk.ab.data(), gh, blk.rb.data(), blk.bits, nb);
-        continue;
+        return;
       }
       T* ghrows[L];
-      for (int lane = 0; lane < nb; ++lane) ghrows[lane] = grad_hidden + (b0 + lane) * H;  // written once each
+      for (int lane = 0; lane < nb; ++lane) ghrows[lane] = grad_hidden + (e0 + lane) * H;  // written once each
       if (!(nb == L && L == 16 && lanes_to_rows(gh, H, ghrows))) {
         for (int lane = 0; lane < nb; ++lane)
           for (int64_t h = 0; h < H; ++h) ghrows[lane][h] = gh[h * L + lane];
       }
+    };
+    // Rotated-input gradients back to the senders' frames, gx[u][b] = sum_a D[b][a] gxr[u][a] (in the storage of
+    // the gathered inputs, no longer needed), and into the senders' rows.
+    auto sender_grads = [&](int ns, int nb, const int64_t* const* senders) {
+      const T* in[2] = {gxr.data(), gxr2.data()};
+      T* out[2] = {blk.xs.data(), blk.xs2.data()};
+      if (ns == 2) blk.template rotate_inputs<false, 2>(p, in, out);
+      else blk.template rotate_inputs<false, 1>(p, in, out);
+      for (int s = 0; s < ns; ++s) {
+        T* gxrows[L];
+        for (int lane = 0; lane < nb; ++lane) gxrows[lane] = gx_acc + senders[s][lane] * p.dim_in;
+        if (!(nb == L && L == 16 && add_lanes_to_rows(out[s], p.dim_in, gxrows))) {
+          for (int lane = 0; lane < nb; ++lane)
+            for (int64_t f = 0; f < p.dim_in; ++f) gxrows[lane][f] += out[s][f * L + lane];
+        }
+      }
+    };
+
+    for (int64_t w = w_begin; w < w_end; ++w) {
+      if (w < 2 * pair_blocks) {
+        // Both directions of L pairs (training; Call allows pairs with vectors there only): one frame and one
+        // set of hidden-layer activations per pair, each direction with its own dropout draws.
+        if (w % 2 != 0) continue;
+        const int64_t k0 = (w / 2) * L;
+        const int nb = static_cast<int>(std::min<int64_t>(L, n_pairs - k0));
+        const int64_t* senders[2] = {sender + k0, sender + n_pairs + k0};
+        blk.gather_senders(p, senders[0], nb, x, 0);
+        blk.gather_senders(p, senders[1], nb, x, 1);
+        blk.gather_vector_rows(p, k0, nb, hidden, *vectors, *frame_scratch, train_hidden, train_hidden->draws + k0);
+        blk.template rotate_in<2>(p);
+        blk.radial_weights(p, radial);
+        stream_grads(nb, receiver + k0, blk.xr.data(), gxr.data(), false, k0);
+        blk.train_values(*train_hidden, train_hidden->draws + n_pairs + k0, nb);
+        blk.radial_weights(p, radial);
+        stream_grads(nb, receiver + n_pairs + k0, blk.xr2.data(), gxr2.data(), true, n_pairs + k0);
+        // The reverses' rotated inputs were S D^T x (rotate_in): their gradient goes back as D S.
+        for (int64_t f = 0; f < p.dim_in; ++f) {
+          if (p.reverse_sign[f] > 0) continue;
+          T* g = gxr2.data() + f * L;
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) g[lane] = -g[lane];
+        }
+        sender_grads(2, nb, senders);
+        continue;
+      }
+      const int64_t j0 = (w - 2 * pair_blocks) * L;
+      const int nb = static_cast<int>(std::min<int64_t>(L, n_single - j0));
+      const int64_t e0 = 2 * n_pairs + j0, r0 = n_pairs + j0;  // first edge, first row of per-edge arrays
+      const int64_t* senders[1] = {sender + e0};
+      if (vectors != nullptr) {
+        blk.gather_senders(p, senders[0], nb, x);
+        blk.gather_vector_rows(p, r0, nb, hidden, *vectors, *frame_scratch, train_hidden,
+                               train_hidden != nullptr ? train_hidden->draws + e0 : nullptr);
+      } else {
+        blk.gather_senders(p, senders[0], nb, x);
+        blk.gather_edge_rows(p, r0, nb, hidden, frame, nullptr);
+      }
+      blk.radial_weights(p, radial);
+      blk.template rotate_in<1>(p);
+      stream_grads(nb, receiver + e0, blk.xr.data(), gxr.data(), false, e0);
+      sender_grads(1, nb, senders);
     }
     if (hsums) {
       hsums->finish();
@@ -1872,8 +1955,11 @@ struct Call {
       TORCH_CHECK(n_pairs == 0, "frame_conv: radial features and frames need one row per edge");
     if (!blocked && reverse_flip.defined())
       TORCH_CHECK(n_pairs >= 0 && 2 * n_pairs <= n_edges,
-                  "frame_conv_eval: paired edges need one row of radial features and frames per pair and per "
+                  "frame_conv: paired edges need one row of radial features and frames per pair and per "
                   "unpaired edge");
+    // (the kernels give the two directions of a pair their own dropout draws only with the hidden layer inside)
+    TORCH_CHECK(n_pairs == 0 || !vectors || train_hidden_width > 0,
+                "frame_conv_factored: paired edge vectors are read by frame_conv_train only");
     if (reverse_flip.defined()) {
       TORCH_CHECK(reverse_flip.dim() == 1 && reverse_flip.size(0) == frame_dim &&
                       reverse_flip.scalar_type() == x.scalar_type(),
@@ -1985,7 +2071,7 @@ std::vector<Tensor> backward_cpu(const Tensor& grad_out_in, const Call& a) {
     const TrainHidden<scalar_t> train_hidden = a.train_hidden<scalar_t>();
     std::vector<std::optional<HiddenGradSums<scalar_t, L>>> hidden_sums(std::max(1, at::get_num_threads()));
     backward_kernel<scalar_t, L>(a.plan, grad_out.data_ptr<scalar_t>(), a.x.data_ptr<scalar_t>(), a.x.size(0),
-                                 a.sender(), a.receiver(), a.n_edges(), Strided<scalar_t>(a.hidden),
+                                 a.sender(), a.receiver(), a.n_edges(), a.n_pairs, Strided<scalar_t>(a.hidden),
                                  a.radial<scalar_t>(), Strided<scalar_t>(a.frame), groups,
                                  grad_x.data_ptr<scalar_t>(),
                                  grad_hidden.defined() ? grad_hidden.data_ptr<scalar_t>() : nullptr,
@@ -2429,14 +2515,17 @@ Tensor frame_conv_factored_autograd(const Tensor& x, const Tensor& edge_index, c
 //   statistics: mean, var (biased), sums of glassmd::radial_statistics (float64), for batch norm in training
 //   draws: one int32 per edge whose bit j keeps hidden value j (BitDropout), used with `drop`
 //   mixing: mix_weight, mix_index, mix_coef; plan: rot_in, lo_meta, src_index, weight_index, active, alpha_coef,
-//   beta_coef (FrameConvKernel)
+//   beta_coef and optionally reverse_flip (FrameConvKernel)
+// Edges may come paired (glassmd::pair_edges, as GlassGNN.edge_inputs gives them): the basis and the vectors then
+// have one row per pair (its first direction) and per unpaired edge, fewer than the edges, and reverse_flip is
+// needed; draws stay one per edge. The statistics are then those of radial_statistics with n_pairs.
 // Gradients go to x, W1, b1, gamma, beta, W2, b2 and mix_weight.
 Call train_call(const Tensor& x, const Tensor& edge_index, const Tensor& basis, const Tensor& edge_vec,
                 const std::vector<Tensor>& radial, const Tensor& draws, bool drop, const Tensor& mean,
                 const Tensor& var, double eps, bool output_relu, const std::vector<Tensor>& mixing,
                 const std::vector<Tensor>& plan, int64_t dim_out, int64_t channels) {
-  TORCH_CHECK(radial.size() == 6 && mixing.size() == 3 && plan.size() == 7,
-              "frame_conv_train: expected 6 radial, 3 mixing and 7 plan tensors");
+  TORCH_CHECK(radial.size() == 6 && mixing.size() == 3 && (plan.size() == 7 || plan.size() == 8),
+              "frame_conv_train: expected 6 radial, 3 mixing and 7 or 8 plan tensors");
   const Tensor w1 = radial[0].contiguous(), b1 = radial[1].contiguous();
   const Tensor gamma = radial[2].contiguous(), beta = radial[3].contiguous();
   TORCH_CHECK(basis.dim() == 2 && w1.dim() == 2 && w1.size(1) == basis.size(1) && b1.numel() == w1.size(0) &&
@@ -2444,16 +2533,19 @@ Call train_call(const Tensor& x, const Tensor& edge_index, const Tensor& basis, 
               "frame_conv_train: basis [E, R], W1 [H, R], and H values of b1, gamma and beta");
   const int64_t H = w1.size(0);
   TORCH_CHECK(H <= 30, "frame_conv_train: at most 30 hidden values (one random bit each)");
-  TORCH_CHECK(draws.scalar_type() == at::kInt && draws.dim() == 1 && draws.size(0) == basis.size(0),
+  TORCH_CHECK(draws.scalar_type() == at::kInt && draws.dim() == 1 && edge_index.dim() == 2 &&
+                  draws.size(0) == edge_index.size(1),
               "frame_conv_train: draws must be one int32 per edge");
   TORCH_CHECK(mean.numel() == H && var.numel() == H, "frame_conv_train: mean and var must have H values");
   for (const Tensor* t : {&w1, &b1, &gamma, &beta})
     TORCH_CHECK(t->scalar_type() == x.scalar_type(), "frame_conv_train: all float inputs must have one dtype");
   Call call(x, edge_index, basis.contiguous(), radial[4], radial[5], output_relu, edge_vec,
             factored_mix(mixing[0], mixing[1], mixing[2]),
-            Consts{plan[0], plan[1], plan[2], plan[3], plan[4], dim_out, channels}, Tensor(), Tensor(), Tensor(),
-            plan[5], plan[6], true, H);
-  TORCH_CHECK(call.hidden.size(0) == call.n_edges(), "frame_conv_train: the basis needs one row per edge");
+            Consts{plan[0], plan[1], plan[2], plan[3], plan[4], dim_out, channels}, Tensor(), Tensor(),
+            plan.size() == 8 ? plan[7] : Tensor(), plan[5], plan[6], true, H);
+  TORCH_CHECK(call.hidden.size(0) == call.frame.size(0),
+              "frame_conv_train: the basis and the edge vectors need one row each per edge (or per pair and "
+              "unpaired edge)");
   // As radial_hidden computes them: in float64, then in the dtype of the features.
   const Tensor m = mean.to(at::kDouble).contiguous(), v = var.to(at::kDouble).contiguous();
   const Tensor invstd = (v + eps).rsqrt();
@@ -2483,13 +2575,13 @@ class FrameConvTrainFunction : public torch::autograd::Function<FrameConvTrainFu
                         double eps, bool output_relu, const Tensor& mix_weight, const Tensor& mix_index,
                         const Tensor& mix_coef, const Tensor& rot_in, const Tensor& lo_meta, const Tensor& src_index,
                         const Tensor& weight_index, const Tensor& active, const Tensor& alpha_coef,
-                        const Tensor& beta_coef, int64_t dim_out, int64_t channels) {
+                        const Tensor& beta_coef, const Tensor& reverse_flip, int64_t dim_out, int64_t channels) {
     TORCH_CHECK(!edge_vec.requires_grad() && !basis.requires_grad(),
                 "glassmd::frame_conv_train has no gradient with respect to the edge vectors or radial basis "
                 "(positions); use the torch kernel for forces");
     ctx->save_for_backward({x, edge_index, basis, edge_vec, w1, b1, gamma, beta, w2, b2, draws, mean, var, sums,
                             mix_weight, mix_index, mix_coef, rot_in, lo_meta, src_index, weight_index, active,
-                            alpha_coef, beta_coef});
+                            alpha_coef, beta_coef, reverse_flip});
     ctx->saved_data["drop"] = drop;
     ctx->saved_data["eps"] = eps;
     ctx->saved_data["output_relu"] = output_relu;
@@ -2498,8 +2590,9 @@ class FrameConvTrainFunction : public torch::autograd::Function<FrameConvTrainFu
     at::AutoDispatchBelowADInplaceOrView guard;
     return forward_cpu(train_call(x, edge_index, basis, edge_vec, {w1, b1, gamma, beta, w2, b2}, draws, drop, mean,
                                   var, eps, output_relu, {mix_weight, mix_index, mix_coef},
-                                  {rot_in, lo_meta, src_index, weight_index, active, alpha_coef, beta_coef}, dim_out,
-                                  channels));
+                                  {rot_in, lo_meta, src_index, weight_index, active, alpha_coef, beta_coef,
+                                   reverse_flip},
+                                  dim_out, channels));
   }
 
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
@@ -2510,15 +2603,15 @@ class FrameConvTrainFunction : public torch::autograd::Function<FrameConvTrainFu
     Call call = train_call(s[0], s[1], s[2], s[3], {s[4], s[5], s[6], s[7], s[8], s[9]}, s[10],
                            ctx->saved_data["drop"].toBool(), s[11], s[12], eps,
                            ctx->saved_data["output_relu"].toBool(), {s[14], s[15], s[16]},
-                           {s[17], s[18], s[19], s[20], s[21], s[22], s[23]}, ctx->saved_data["dim_out"].toInt(),
-                           ctx->saved_data["channels"].toInt());
+                           {s[17], s[18], s[19], s[20], s[21], s[22], s[23], s[24]},
+                           ctx->saved_data["dim_out"].toInt(), ctx->saved_data["channels"].toInt());
     auto g = backward_cpu(grad_outputs[0], call);
     // The hidden layer's gradients from the sums of the kernels (HiddenGradSums, [H, 3 + R]) and of the batch
     // statistics (radial_statistics, [H, 2R + 3]: sum rho B, sum a B, sum rho, sum a, sum a^2), in float64.
     const Tensor& k_sums = g[1];
     const Tensor st = s[13].to(at::kDouble);
     const int64_t R = s[2].size(1);
-    const double E = static_cast<double>(s[2].size(0));
+    const double E = static_cast<double>(s[1].size(1));  // directed edges (a pair's row counts twice)
     const Tensor mean = s[11].to(at::kDouble), invstd = (s[12].to(at::kDouble) + eps).rsqrt();
     const Tensor k = s[6].to(at::kDouble) * invstd;
     const Tensor sg = k_sums.select(1, 0), sgx = k_sums.select(1, 1), srg = k_sums.select(1, 2);
@@ -2534,7 +2627,7 @@ class FrameConvTrainFunction : public torch::autograd::Function<FrameConvTrainFu
     Tensor none;
     return {g[0],  none, none, none, grad_w1.to(dtype), grad_b1.to(dtype), sgx.to(dtype), sg.to(dtype),
             g[2],  g[3], none, none, none, none, none, none, none, g[4], none, none, none, none, none,
-            none,  none, none, none, none, none};
+            none,  none, none, none, none, none, none};
   }
 };
 
@@ -2543,15 +2636,15 @@ Tensor frame_conv_train_autograd(const Tensor& x, const Tensor& edge_index, cons
                                  const Tensor& mean, const Tensor& var, const Tensor& sums, double eps,
                                  bool output_relu, at::TensorList mixing, at::TensorList plan, int64_t dim_out,
                                  int64_t channels) {
-  TORCH_CHECK(radial.size() == 6 && mixing.size() == 3 && plan.size() == 7,
-              "frame_conv_train: expected 6 radial, 3 mixing and 7 plan tensors");
+  TORCH_CHECK(radial.size() == 6 && mixing.size() == 3 && (plan.size() == 7 || plan.size() == 8),
+              "frame_conv_train: expected 6 radial, 3 mixing and 7 or 8 plan tensors");
   TORCH_CHECK(sums.dim() == 2 && sums.size(0) == radial[0].size(0) && sums.size(1) == 2 * basis.size(1) + 3,
               "frame_conv_train: sums must be the [H, 2R + 3] of glassmd::radial_statistics");
   TORCH_CHECK(!mixing[2].requires_grad(), "glassmd::frame_conv_train has no gradient with respect to mix_coef");
   return FrameConvTrainFunction::apply(x, edge_index, basis, edge_vec, radial[0], radial[1], radial[2], radial[3],
                                        radial[4], radial[5], draws, drop, mean, var, sums, eps, output_relu,
                                        mixing[0], mixing[1], mixing[2], plan[0], plan[1], plan[2], plan[3], plan[4],
-                                       plan[5], plan[6], dim_out, channels);
+                                       plan[5], plan[6], plan.size() == 8 ? plan[7] : Tensor(), dim_out, channels);
 }
 
 Tensor frame_conv_train_cpu(const Tensor& x, const Tensor& edge_index, const Tensor& basis, const Tensor& edge_vec,

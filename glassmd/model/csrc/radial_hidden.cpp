@@ -389,6 +389,8 @@ bool statistics_block_in_registers(const T* x, const T* wt, const T* b, int64_t 
 // hidden layer that glassmd::frame_conv_train computes in its kernels, with the sums its backward expands the
 // batch norm's gradient into: (mean, biased var, sums [H, 2R + 3] = sum rho B, sum a B, sum rho, sum a, sum a^2),
 // rho = [a > 0], all float64. One pass over the basis; fixed blocks of rows, so no dependence on the thread count.
+// With n_pairs > 0 the first n_pairs rows are pairs of edges (glassmd::pair_edges: both directions have the basis of
+// one distance) and count twice: the statistics are those of the directed edges.
 template <typename T, int HC, int RC>
 void statistics_impl(const Tensor& basis, const Tensor& weight, const Tensor& bias, Tensor& sums_out) {
   const int64_t E = basis.size(0), R = RC > 0 ? RC : basis.size(1), H = HC > 0 ? HC : weight.size(0);
@@ -439,23 +441,31 @@ void statistics_impl(const Tensor& basis, const Tensor& weight, const Tensor& bi
 }
 
 std::tuple<Tensor, Tensor, Tensor> radial_statistics_cpu(const Tensor& basis_in, const Tensor& weight_in,
-                                                         const Tensor& bias_in) {
+                                                         const Tensor& bias_in, int64_t n_pairs) {
   TORCH_CHECK(basis_in.device().is_cpu(), "radial_statistics runs on CPU");
   TORCH_CHECK(basis_in.dim() == 2 && weight_in.dim() == 2 && weight_in.size(1) == basis_in.size(1) &&
                   bias_in.numel() == weight_in.size(0),
               "radial_statistics: basis must be [E, R], weight [H, R] and bias [H]");
   TORCH_CHECK(weight_in.size(0) <= kMaxHidden, "radial_statistics: at most ", kMaxHidden, " hidden values");
-  TORCH_CHECK(basis_in.size(0) > 1, "radial_statistics: batch norm in training needs more than one edge");
+  TORCH_CHECK(n_pairs >= 0 && n_pairs <= basis_in.size(0), "radial_statistics: n_pairs (", n_pairs,
+              ") must be between 0 and the number of rows (", basis_in.size(0), ")");
+  TORCH_CHECK(basis_in.size(0) + n_pairs > 1, "radial_statistics: batch norm in training needs more than one edge");
   const auto dtype = basis_in.scalar_type();
   const Tensor basis = basis_in.contiguous(), weight = weight_in.to(dtype).contiguous();
   const Tensor bias = bias_in.to(dtype).contiguous();
-  const int64_t E = basis.size(0), H = weight.size(0), R = basis.size(1);
-  Tensor sums = at::empty({H, 2 * R + 3}, basis.options().dtype(at::kDouble));
-  AT_DISPATCH_FLOATING_TYPES(dtype, "radial_statistics", [&] {
-    with_radial_shape(H, R, [&](auto hc, auto rc) {
-      statistics_impl<scalar_t, decltype(hc)::value, decltype(rc)::value>(basis, weight, bias, sums);
+  const int64_t rows = basis.size(0), E = rows + n_pairs, H = weight.size(0), R = basis.size(1);
+  auto sums_of = [&](int64_t r0, int64_t n) {
+    Tensor out = at::zeros({H, 2 * R + 3}, basis.options().dtype(at::kDouble));
+    if (n == 0) return out;
+    const Tensor part = basis.narrow(0, r0, n);
+    AT_DISPATCH_FLOATING_TYPES(dtype, "radial_statistics", [&] {
+      with_radial_shape(H, R, [&](auto hc, auto rc) {
+        statistics_impl<scalar_t, decltype(hc)::value, decltype(rc)::value>(part, weight, bias, out);
+      });
     });
-  });
+    return out;
+  };
+  const Tensor sums = n_pairs == 0 ? sums_of(0, rows) : sums_of(0, n_pairs) * 2.0 + sums_of(n_pairs, rows - n_pairs);
   const Tensor mean = sums.select(1, 2 * R + 1) / double(E);
   const Tensor var = (sums.select(1, 2 * R + 2) / double(E) - mean * mean).clamp_min(0.0);
   return {mean, var, sums};
@@ -464,7 +474,7 @@ std::tuple<Tensor, Tensor, Tensor> radial_statistics_cpu(const Tensor& basis_in,
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(glassmd, m) {
-  m.def("radial_statistics(Tensor basis, Tensor weight, Tensor bias) -> (Tensor, Tensor, Tensor)");
+  m.def("radial_statistics(Tensor basis, Tensor weight, Tensor bias, int n_pairs=0) -> (Tensor, Tensor, Tensor)");
   m.def(
       "radial_hidden(Tensor basis, Tensor weight, Tensor bias, Tensor gamma, Tensor beta, Tensor draws, "
       "float eps, bool drop) -> (Tensor, Tensor, Tensor)");

@@ -432,17 +432,37 @@ def test_features_in_wider_rows_give_the_same_convolution_and_gradients():
         assert torch.equal(conv(view, index, wide[:0], blocks[:, :10], blocks[:, 10:]),
                            conv(dense, index, wide[:0], blocks[:, :10], blocks[:, 10:]))
     model.train()
-    _, sh, radial, frame = model.edge_inputs(edge_index, edge_vec)
+    train_index, sh, radial, frame = model.edge_inputs(edge_index, edge_vec)  # (paired: the edges reordered)
     grads = []
     for x in (wide.clone().requires_grad_(), None):
         source = x if x is not None else wide.clone().requires_grad_()
         features = source[:, :dim_in] if x is not None else source[:, :dim_in].contiguous()
         torch.manual_seed(0)
-        out = conv(features, edge_index, sh, radial, frame)
+        out = conv(features, train_index, sh, radial, frame)
         (out**2).sum().backward()
         grads.append((out.detach(), source.grad))
     assert torch.allclose(grads[0][0], grads[1][0], rtol=0, atol=1e-12)
     assert torch.allclose(grads[0][1], grads[1][1], rtol=0, atol=1e-12)
+
+
+def test_training_pairs_edges_only_where_every_layer_runs_the_training_operator():
+    """In training the network pairs the edges (GlassGNN.edge_inputs: one basis and vector row per pair, and the
+    caller's index of each edge as a third row of edge_index) when every convolution runs glassmd::frame_conv_train;
+    a convolution that cannot read them says so."""
+    graph = random_configuration(80, torch.float64, seed=12)
+    model = model_with_statistics(ModelConfig(layers=2), torch.float64, graph).train()
+    _, types, edge_index, edge_vec = graph
+    index, _, radial, vectors = model.edge_inputs(edge_index, edge_vec)
+    n_edges = edge_index.shape[1]
+    assert index.shape == (3, n_edges) and radial.shape[0] == vectors.shape[0] < n_edges
+    assert torch.equal(index[2].sort().values, torch.arange(n_edges))
+    assert torch.equal(index[:2], edge_index[:, index[2]])
+    model.layers[1].conv.radial.net[3].p = 0.3  # a dropout rate the kernels do not draw
+    assert model.edge_inputs(edge_index, edge_vec)[0].shape == (2, n_edges)
+    model.layers[1].conv.eval()
+    with pytest.raises(RuntimeError, match="paired edges in training"):
+        model.layers[1].conv(torch.zeros(types.shape[0], model.layers[1].conv.irreps_in.dim, dtype=torch.float64),
+                             index, radial[:, :0], radial, vectors)
 
 
 def test_convolutions_in_eval_mode_inside_a_network_in_training_mode():
@@ -464,14 +484,19 @@ def test_convolutions_in_eval_mode_inside_a_network_in_training_mode():
     assert torch.allclose(outputs[0], outputs[1], rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("paired", [False, True])
 @pytest.mark.parametrize("drop", [True, False])
-def test_training_operator_with_the_hidden_layer_matches_radial_hidden(drop):
+def test_training_operator_with_the_hidden_layer_matches_radial_hidden(drop, paired):
     """glassmd::frame_conv_train computes the radial MLP's hidden layer (batch norm with batch statistics, dropout)
     in its kernels and sums the batch norm's backward there: the same values and gradients as radial_hidden
-    followed by frame_conv_factored, on any thread count (float64; the edge count leaves a partial last block)."""
+    followed by frame_conv_factored, on any thread count (float64; the edge count leaves a partial last block).
+    Paired (glassmd::pair_edges, one basis and vector row per pair and per unpaired edge, each edge its own
+    draws), the same again: some edges are dropped so that unpaired ones remain too."""
     graph = random_configuration(90, torch.float64, seed=31)
     model = GlassGNN.create(ModelConfig(l_max=2, channels=3, layers=2), torch.float64)
     _, _, edge_index, edge_vec = graph
+    keep = torch.arange(edge_index.shape[1]) % 7 != 3
+    edge_index, edge_vec = edge_index[:, keep].contiguous(), edge_vec[keep].contiguous()
     assert edge_index.shape[1] % 16 != 0
     conv = model.layers[1].conv
     kernel = conv.frame_kernel
@@ -503,12 +528,21 @@ def test_training_operator_with_the_hidden_layer_matches_radial_hidden(drop):
             kernel.dim_out, kernel.channels, kernel.frame_alpha_coef, kernel.frame_beta_coef,
         )
 
+    call_index, call_basis, call_vec, call_draws, n_pairs = edge_index, basis, edge_vec, draws, 0
+    if paired:
+        order, n_pairs = torch.ops.glassmd.pair_edges(edge_index, edge_vec)
+        rows = torch.cat([order[:n_pairs], order[2 * n_pairs :]])
+        call_index, call_draws = edge_index[:, order], draws[order]
+        call_basis, call_vec = basis[rows], edge_vec[rows]
+        n_single = edge_index.shape[1] - 2 * n_pairs
+        assert n_pairs % 16 != 0 and n_single % 16 != 0 and n_pairs > 16 and n_single > 16
+
     def fused(x, w1, b1, gamma, beta, w2, b2, mix_weight):
         with torch.no_grad():
-            mean, var, sums = torch.ops.glassmd.radial_statistics(basis, w1, b1)
+            mean, var, sums = torch.ops.glassmd.radial_statistics(call_basis, w1, b1, n_pairs)
         return kernel.fused_train(
-            x, edge_index, basis, edge_vec, [w1, b1, gamma, beta, w2, b2], draws, drop, mean, var, sums, eps, True,
-            mix_weight,
+            x, call_index, call_basis, call_vec, [w1, b1, gamma, beta, w2, b2], call_draws, drop, mean, var, sums,
+            eps, True, mix_weight,
         )
 
     inputs = list(leaves.values())
@@ -540,6 +574,13 @@ def test_radial_statistics_match_the_batch_of_activations():
     assert torch.allclose(sums, expected)
     with pytest.raises(RuntimeError, match="more than one edge"):
         torch.ops.glassmd.radial_statistics(basis[:1], weight, bias)
+    # the first n_pairs rows stand for two edges each (both directions of a pair)
+    paired = torch.ops.glassmd.radial_statistics(basis, weight, bias, 70)
+    duplicated = torch.ops.glassmd.radial_statistics(torch.cat([basis[:70], basis]), weight, bias)
+    for a, b in zip(paired, duplicated):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(RuntimeError, match="n_pairs"):
+        torch.ops.glassmd.radial_statistics(basis, weight, bias, 301)
 
 
 def test_training_operator_rejects_statistics_of_another_shape():
