@@ -1004,7 +1004,11 @@ void convolve_block(const Plan& p, Block<T, L>& blk, const int64_t* const* sende
   for (int s = 0; s < NS; ++s) {
     T* orows[L];
     for (int lane = 0; lane < nb; ++lane) orows[lane] = acc_out + receivers[s][lane] * p.dim_out;
-    if (!(nb == L && L == 16 && add_lanes_to_rows(msg[s], p.dim_out, orows))) {
+    // (only single blocks come in a caller's order, where receivers repeat)
+    const bool added = nb == L && L == 16 &&
+                       (NS == 1 ? add_lanes_to_rows_in_runs(msg[s], p.dim_out, orows)
+                                : add_lanes_to_rows(msg[s], p.dim_out, orows));
+    if (!added) {
       for (int lane = 0; lane < nb; ++lane)
         for (int64_t f = 0; f < p.dim_out; ++f) orows[lane][f] += msg[s][f * L + lane];
     }

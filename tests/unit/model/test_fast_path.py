@@ -380,6 +380,37 @@ def test_fused_kernel_parallel_sums_match_serial():
             assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
 
 
+def test_lanes_sharing_a_receiver_add_like_shuffled_edges():
+    """Edges sorted by receiver (as graph builders give them) fill blocks whose lanes share output rows; the float32
+    kernel adds such runs of lanes in registers before updating the row (lanes.h). The sums equal those of the
+    same edges shuffled, whose lanes take the plain path."""
+    graph = random_configuration(90, torch.float32, seed=21)
+    model = GlassGNN.create(ModelConfig(l_max=2, channels=4, layers=2), torch.float32)
+    _, _, edge_index, edge_vec = graph
+    n_edges = edge_index.shape[1]
+    assert (edge_index[1, 1:] == edge_index[1, :-1]).float().mean() > 0.5
+    conv = model.layers[1].conv
+    kernel = conv.frame_kernel
+    weight, bias = conv.radial.last_layer()
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(graph[0].shape[0], kernel.dim_in, generator=generator)
+    hidden = torch.randn(n_edges, weight.shape[1], generator=generator)
+    tables = (kernel.rot_in_table, kernel.lo_meta_table, kernel.src_index, kernel.weight_index, kernel.active)
+
+    def run(order):
+        return torch.ops.glassmd.frame_conv_factored(
+            x, edge_index[:, order], hidden[order], weight, bias, True, edge_vec[order], conv.mix.weight,
+            kernel.mix_index, kernel.mix_coef, *tables, kernel.dim_out, kernel.channels, kernel.frame_alpha_coef,
+            kernel.frame_beta_coef,
+        )
+
+    with torch.no_grad():
+        sorted_sums = run(torch.arange(n_edges))
+        shuffled_sums = run(torch.randperm(n_edges, generator=generator))
+    assert sorted_sums.abs().max() > 0
+    assert torch.allclose(sorted_sums, shuffled_sums, rtol=1e-5, atol=1e-5)
+
+
 def test_fused_kernel_rejects_bad_edges():
     graph = random_configuration(150, torch.float32, seed=5)
     model = model_with_statistics(ModelConfig(layers=1), torch.float32, graph)
