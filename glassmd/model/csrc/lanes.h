@@ -104,6 +104,16 @@ bool rows_to_lanes(const T* const* rows, int64_t n_features, T* out) {
 }
 
 #if defined(__AVX512F__)
+// Features f0 .. f0+width-1 of a lane-major block transposed: r[lane] holds its lane's values (zero past width).
+// Returns width (at most 16).
+inline __attribute__((always_inline)) int transposed_chunk(const float* in, int64_t n_features, int64_t f0,
+                                                          __m512* r) {
+  const int width = static_cast<int>(std::min<int64_t>(16, n_features - f0));
+  for (int c = 0; c < 16; ++c) r[c] = c < width ? _mm512_loadu_ps(in + (f0 + c) * 16) : _mm512_setzero_ps();
+  transpose16(r);
+  return width;
+}
+
 // rows[lane][f] += in[f * 16 + lane] for f < n_features, where lanes share rows: lanes with the row of the lane
 // before add in registers first, and each run of them updates its row once. Edges sorted by receiver (as graph
 // builders give them) fill a block of 16 with one or two receivers; added lane by lane, each load waited for the
@@ -112,11 +122,8 @@ bool rows_to_lanes(const T* const* rows, int64_t n_features, T* out) {
 __attribute__((noinline)) inline void add_lane_runs_to_rows(const float* in, int64_t n_features,
                                                             float* const* rows) {
   for (int64_t f0 = 0; f0 < n_features; f0 += 16) {
-    const int width = static_cast<int>(std::min<int64_t>(16, n_features - f0));
-    const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
     __m512 r[16];
-    for (int c = 0; c < 16; ++c) r[c] = c < width ? _mm512_loadu_ps(in + (f0 + c) * 16) : _mm512_setzero_ps();
-    transpose16(r);
+    const __mmask16 mask = static_cast<__mmask16>((1u << transposed_chunk(in, n_features, f0, r)) - 1u);
     __m512 run = r[0];
 #pragma GCC unroll 16  // (r stays in registers only with constant indices)
     for (int i = 1; i < 16; ++i) {
@@ -140,11 +147,8 @@ bool lanes_into_rows(const T* in, int64_t n_features, T* const* rows) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>) {
     for (int64_t f0 = 0; f0 < n_features; f0 += 16) {
-      const int width = static_cast<int>(std::min<int64_t>(16, n_features - f0));
-      const __mmask16 mask = static_cast<__mmask16>((1u << width) - 1u);
       __m512 r[16];
-      for (int c = 0; c < 16; ++c) r[c] = c < width ? _mm512_loadu_ps(in + (f0 + c) * 16) : _mm512_setzero_ps();
-      transpose16(r);
+      const __mmask16 mask = static_cast<__mmask16>((1u << transposed_chunk(in, n_features, f0, r)) - 1u);
       for (int i = 0; i < 16; ++i) {
         float* dst = rows[i] + f0;
         _mm512_mask_storeu_ps(dst, mask, kAdd ? _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), r[i]) : r[i]);
