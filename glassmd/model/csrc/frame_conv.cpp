@@ -1602,12 +1602,15 @@ __attribute__((noinline)) void mix_grads(const MixGroups<T>& mg, int64_t g0, int
   }
 }
 
+// The gradients of forward_kernel's sums (recomputing its per-block values): into x, the parameters and the radial
+// hidden values (or, with TrainHidden, the hidden layer's sums). With n_pairs > 0 (training: vectors and TrainHidden)
+// the edges come in forward_kernel's pair order: a pair block computes its frames and hidden-layer activations
+// once, and each direction its own dropout values, radial weights and gradients (stream_grads).
 template <typename T, int L>
 void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nodes, const int64_t* sender,
                      const int64_t* receiver, int64_t n_edges, int64_t n_pairs, const Strided<T>& hidden,
-                     const Radial<T>& radial,
-                     const Strided<T>& frame, const MixGroups<T>& groups, T* grad_x, T* grad_hidden,
-                     T* grad_radial_weight, T* grad_radial_bias, T* grad_mix, int64_t grad_mix_numel,
+                     const Radial<T>& radial, const Strided<T>& frame, const MixGroups<T>& groups, T* grad_x,
+                     T* grad_hidden, T* grad_radial_weight, T* grad_radial_bias, T* grad_mix, int64_t grad_mix_numel,
                      const EdgeVectors<T>* vectors = nullptr, const TrainHidden<T>* train_hidden = nullptr,
                      std::vector<std::optional<HiddenGradSums<T, L>>>* hidden_sums = nullptr) {
   const int64_t H = radial.hidden;
