@@ -2549,7 +2549,7 @@ Call train_call(const Tensor& x, const Tensor& edge_index, const Tensor& basis, 
   Call call(x, edge_index, basis.contiguous(), radial[4], radial[5], output_relu, edge_vec,
             factored_mix(mixing[0], mixing[1], mixing[2]),
             Consts{plan[0], plan[1], plan[2], plan[3], plan[4], dim_out, channels}, Tensor(), Tensor(),
-            plan.size() == 8 ? plan[7] : Tensor(), plan[5], plan[6], true, H);
+            plan.size() == 8 && plan[7].numel() > 0 ? plan[7] : Tensor(), plan[5], plan[6], true, H);
   TORCH_CHECK(call.hidden.size(0) == call.frame.size(0),
               "frame_conv_train: the basis and the edge vectors need one row each per edge (or per pair and "
               "unpaired edge)");
@@ -2648,10 +2648,13 @@ Tensor frame_conv_train_autograd(const Tensor& x, const Tensor& edge_index, cons
   TORCH_CHECK(sums.dim() == 2 && sums.size(0) == radial[0].size(0) && sums.size(1) == 2 * basis.size(1) + 3,
               "frame_conv_train: sums must be the [H, 2R + 3] of glassmd::radial_statistics");
   TORCH_CHECK(!mixing[2].requires_grad(), "glassmd::frame_conv_train has no gradient with respect to mix_coef");
+  // (autograd::Function takes no undefined tensors: without reverse_flip an empty one, which train_call reads as
+  // none)
+  const Tensor flip = plan.size() == 8 ? plan[7] : at::empty({0}, x.options());
   return FrameConvTrainFunction::apply(x, edge_index, basis, edge_vec, radial[0], radial[1], radial[2], radial[3],
                                        radial[4], radial[5], draws, drop, mean, var, sums, eps, output_relu,
                                        mixing[0], mixing[1], mixing[2], plan[0], plan[1], plan[2], plan[3], plan[4],
-                                       plan[5], plan[6], plan.size() == 8 ? plan[7] : Tensor(), dim_out, channels);
+                                       plan[5], plan[6], flip, dim_out, channels);
 }
 
 Tensor frame_conv_train_cpu(const Tensor& x, const Tensor& edge_index, const Tensor& basis, const Tensor& edge_vec,

@@ -591,6 +591,39 @@ def test_training_operator_with_the_hidden_layer_matches_radial_hidden(drop, pai
             assert torch.allclose(a, b, rtol=1e-9, atol=1e-9), (name, float((a - b).abs().max()))
 
 
+def test_training_operator_without_reverse_flip_keeps_its_earlier_call():
+    """frame_conv_train's plan list without its eighth tensor (reverse_flip), as callers before paired training
+    passed it: the same values and gradients as with it for unpaired edges, and a clear error for paired rows."""
+    graph = random_configuration(90, torch.float64, seed=17)
+    model = GlassGNN.create(ModelConfig(l_max=1, channels=2, layers=2), torch.float64)
+    _, _, edge_index, edge_vec = graph
+    conv = model.layers[1].conv
+    kernel = conv.frame_kernel
+    net = conv.radial.net
+    layer = [net[0].weight, net[0].bias, net[2].weight, net[2].bias, net[4].weight, net[4].bias]
+    basis = model.edge_embedding.radial_basis(edge_vec)
+    draws = torch.randint(0, 2**31 - 1, (edge_index.shape[1],), generator=torch.Generator().manual_seed(1),
+                          dtype=torch.int32)
+    plan = [kernel.rot_in_table, kernel.lo_meta_table, kernel.src_index, kernel.weight_index, kernel.active,
+            kernel.frame_alpha_coef, kernel.frame_beta_coef]
+
+    def run(vectors, rows_basis, n_pairs, plan_list):
+        x = torch.randn(graph[0].shape[0], kernel.dim_in, generator=torch.Generator().manual_seed(2),
+                        dtype=torch.float64, requires_grad=True)
+        mean, var, sums = torch.ops.glassmd.radial_statistics(rows_basis, net[0].weight, net[0].bias, n_pairs)
+        out = torch.ops.glassmd.frame_conv_train(
+            x, edge_index, rows_basis, vectors, layer, draws, True, mean, var, sums, 1e-5, True,
+            [conv.mix.weight, kernel.mix_index, kernel.mix_coef], plan_list, kernel.dim_out, kernel.channels,
+        )
+        (out**2).sum().backward()
+        return out.detach(), x.grad
+
+    for a, b in zip(run(edge_vec, basis, 0, plan), run(edge_vec, basis, 0, plan + [kernel.reverse_flip])):
+        assert torch.equal(a, b)
+    with pytest.raises(RuntimeError, match="one row per edge"):
+        run(edge_vec[:-10], basis[:-10], 10, plan)
+
+
 def test_radial_statistics_match_the_batch_of_activations():
     generator = torch.Generator().manual_seed(8)
     basis = torch.randn(300, 10, generator=generator, dtype=torch.float64)
