@@ -1073,13 +1073,15 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
   };
   std::optional<MixTable<T, L>> own_table;
   std::optional<TwinMixTable<T, L>> own_twins;
+  // Twins share the radial weights of both directions, which in training (vectors: dropout per direction) differ.
+  const bool shared_weights = n_pairs > 0 && vectors == nullptr;
   if (tables == nullptr) {
     own_table.emplace(p, mix);
-    if (n_pairs > 0) own_twins.emplace(p, mix);
+    if (shared_weights) own_twins.emplace(p, mix);
   }
   const MixTable<T, L>& table = tables != nullptr ? tables->table : *own_table;
   const TwinMixTable<T, L>* twins =
-      n_pairs == 0 ? nullptr : tables != nullptr ? &tables->twins : &*own_twins;
+      !shared_weights ? nullptr : tables != nullptr ? &tables->twins : &*own_twins;
   const SenderRows<T, L> rows(x, n_nodes, p.dim_in, x_stride);
   ThreadSums<T> sums(out, n_nodes, p.dim_out, at::get_num_threads());
   at::parallel_for(0, n_work, grain, [&](int64_t w_begin, int64_t w_end) {
@@ -1114,7 +1116,8 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
             continue;
           }
           blk.edge_block(*edge_blocks, w / 2, *frame_scratch, *first);
-        } else if (vectors != nullptr) {  // training (Call allows pairs with vectors there only)
+        } else if (vectors != nullptr) {
+          // training: pairs need reverse_flip (Call), which of the calls with vectors only frame_conv_train passes
           blk.gather_vector_rows(p, k0, nb, hidden, *vectors, *frame_scratch, train_hidden,
                                  train_hidden->draws + k0);
         } else {
@@ -1768,7 +1771,7 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
 
     for (int64_t w = w_begin; w < w_end; ++w) {
       if (w < 2 * pair_blocks) {
-        // Both directions of L pairs (training; Call allows pairs with vectors there only): one frame and one
+        // Both directions of L pairs (training only, as in forward_kernel): one frame and one
         // set of hidden-layer activations per pair, each direction with its own dropout draws.
         if (w % 2 != 0) continue;
         const int64_t k0 = (w / 2) * L;
@@ -1796,14 +1799,12 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
       const int nb = static_cast<int>(std::min<int64_t>(L, n_single - j0));
       const int64_t e0 = 2 * n_pairs + j0, r0 = n_pairs + j0;  // first edge, first row of per-edge arrays
       const int64_t* senders[1] = {sender + e0};
-      if (vectors != nullptr) {
-        blk.gather_senders(p, senders[0], nb, x);
+      blk.gather_senders(p, senders[0], nb, x);
+      if (vectors != nullptr)
         blk.gather_vector_rows(p, r0, nb, hidden, *vectors, *frame_scratch, train_hidden,
                                train_hidden != nullptr ? train_hidden->draws + e0 : nullptr);
-      } else {
-        blk.gather_senders(p, senders[0], nb, x);
+      else
         blk.gather_edge_rows(p, r0, nb, hidden, frame, nullptr);
-      }
       blk.radial_weights(p, radial);
       blk.template rotate_in<1>(p);
       stream_grads(nb, receiver + e0, blk.xr.data(), gxr.data(), false, e0);
@@ -1964,9 +1965,6 @@ struct Call {
       TORCH_CHECK(n_pairs >= 0 && 2 * n_pairs <= n_edges,
                   "frame_conv: paired edges need one row of radial features and frames per pair and per "
                   "unpaired edge");
-    // (the kernels give the two directions of a pair their own dropout draws only with the hidden layer inside)
-    TORCH_CHECK(n_pairs == 0 || !vectors || train_hidden_width > 0,
-                "frame_conv_factored: paired edge vectors are read by frame_conv_train only");
     if (reverse_flip.defined()) {
       TORCH_CHECK(reverse_flip.dim() == 1 && reverse_flip.size(0) == frame_dim &&
                       reverse_flip.scalar_type() == x.scalar_type(),
