@@ -2551,20 +2551,25 @@ Call train_call(const Tensor& x, const Tensor& edge_index, const Tensor& basis, 
   TORCH_CHECK(call.hidden.size(0) == call.frame.size(0),
               "frame_conv_train: the basis and the edge vectors need one row each per edge (or per pair and "
               "unpaired edge)");
-  // As radial_hidden computes them: in float64, then in the dtype of the features.
+  // As radial_hidden computes them: in float64, then in the dtype of the features. (Plain loops over the H values:
+  // as tensor operators these small maps were about 15 calls per layer and pass, ~4% of a training step at N = 80.)
   const Tensor m = mean.to(at::kDouble).contiguous(), v = var.to(at::kDouble).contiguous();
-  const Tensor invstd = (v + eps).rsqrt();
-  const Tensor scale = gamma.to(at::kDouble) * invstd;
-  const Tensor shift = beta.to(at::kDouble) - m * scale;
+  const Tensor g = gamma.to(at::kDouble).contiguous(), bt = beta.to(at::kDouble).contiguous();
   const auto dtype = x.scalar_type();
-  call.hidden_layer = Call::HiddenLayer{w1,
-                                        b1,
-                                        scale.to(dtype).contiguous(),
-                                        shift.to(dtype).contiguous(),
-                                        m.to(dtype).contiguous(),
-                                        invstd.to(dtype).contiguous(),
-                                        draws.contiguous(),
-                                        drop};
+  const Tensor bn = at::empty({4, H}, x.options().dtype(dtype));  // rows: scale, shift, mean, invstd
+  AT_DISPATCH_FLOATING_TYPES(dtype, "frame_conv_train_norm", [&] {
+    const double *mp = m.data_ptr<double>(), *vp = v.data_ptr<double>();
+    const double *gp = g.data_ptr<double>(), *bp = bt.data_ptr<double>();
+    scalar_t* out = bn.data_ptr<scalar_t>();
+    for (int64_t j = 0; j < H; ++j) {
+      const double invstd = 1.0 / std::sqrt(vp[j] + eps), scale = gp[j] * invstd;
+      out[j] = static_cast<scalar_t>(scale);
+      out[H + j] = static_cast<scalar_t>(bp[j] - mp[j] * scale);
+      out[2 * H + j] = static_cast<scalar_t>(mp[j]);
+      out[3 * H + j] = static_cast<scalar_t>(invstd);
+    }
+  });
+  call.hidden_layer = Call::HiddenLayer{w1, b1, bn[0], bn[1], bn[2], bn[3], draws.contiguous(), drop};
   call.mix_weight = mixing[0].contiguous();
   call.mix_index = mixing[1].contiguous();
   call.mix_coef = mixing[2].contiguous();
@@ -2613,24 +2618,35 @@ class FrameConvTrainFunction : public torch::autograd::Function<FrameConvTrainFu
     auto g = backward_cpu(grad_outputs[0], call);
     // The hidden layer's gradients from the sums of the kernels (HiddenGradSums, [H, 3 + R]) and of the batch
     // statistics (radial_statistics, [H, 2R + 3]: sum rho B, sum a B, sum rho, sum a, sum a^2), in float64.
-    const Tensor& k_sums = g[1];
-    const Tensor st = s[13].to(at::kDouble);
-    const int64_t R = s[2].size(1);
+    const Tensor k_sums = g[1].contiguous(), st = s[13].to(at::kDouble).contiguous();
+    const Tensor mean = s[11].to(at::kDouble).contiguous(), var = s[12].to(at::kDouble).contiguous();
+    const Tensor gamma = s[6].to(at::kDouble).contiguous();
+    const int64_t R = s[2].size(1), H = k_sums.size(0);
     const double E = static_cast<double>(s[1].size(1));  // directed edges (a pair's row counts twice)
-    const Tensor mean = s[11].to(at::kDouble), invstd = (s[12].to(at::kDouble) + eps).rsqrt();
-    const Tensor k = s[6].to(at::kDouble) * invstd;
-    const Tensor sg = k_sums.select(1, 0), sgx = k_sums.select(1, 1), srg = k_sums.select(1, 2);
-    const Tensor P = k_sums.narrow(1, 3, R);
-    const Tensor Q = st.narrow(1, 0, R), A = st.narrow(1, R, R);
-    const Tensor s_rho = st.select(1, 2 * R), s_a = st.select(1, 2 * R + 1);
-    const Tensor g_mean = (sg / E).unsqueeze(1), gx_mean = (sgx / E).unsqueeze(1);
-    const Tensor U = (A - mean.unsqueeze(1) * Q) * invstd.unsqueeze(1);  // sum rho xhat B
-    const Tensor grad_w1 = k.unsqueeze(1) * (P - g_mean * Q - gx_mean * U);
-    const Tensor s_rho_xhat = (s_a - mean * s_rho) * invstd;
-    const Tensor grad_b1 = k * (srg - g_mean.squeeze(1) * s_rho - gx_mean.squeeze(1) * s_rho_xhat);
     const auto dtype = s[0].scalar_type();
+    const Tensor grad_w1 = at::empty({H, R}, s[4].options()), grad_b1 = at::empty({H}, s[5].options());
+    const Tensor grad_gamma = at::empty({H}, s[6].options()), grad_beta = at::empty({H}, s[7].options());
+    AT_DISPATCH_FLOATING_TYPES(dtype, "frame_conv_train_hidden_grad", [&] {
+      const double *ks = k_sums.data_ptr<double>(), *sp = st.data_ptr<double>();
+      scalar_t *gw1 = grad_w1.data_ptr<scalar_t>(), *gb1 = grad_b1.data_ptr<scalar_t>();
+      for (int64_t j = 0; j < H; ++j) {
+        const double* kj = ks + j * (3 + R);  // sg, sgx, srg, then P
+        const double* sj = sp + j * (2 * R + 3);  // Q = sum rho B, A = sum a B, sum rho, sum a
+        const double mu = mean.data_ptr<double>()[j], invstd = 1.0 / std::sqrt(var.data_ptr<double>()[j] + eps);
+        const double k = gamma.data_ptr<double>()[j] * invstd;
+        const double g_mean = kj[0] / E, gx_mean = kj[1] / E;
+        for (int64_t r = 0; r < R; ++r) {
+          const double q = sj[r], u = (sj[R + r] - mu * q) * invstd;  // u: sum rho xhat B
+          gw1[j * R + r] = static_cast<scalar_t>(k * (kj[3 + r] - g_mean * q - gx_mean * u));
+        }
+        const double s_rho = sj[2 * R], s_rho_xhat = (sj[2 * R + 1] - mu * s_rho) * invstd;
+        gb1[j] = static_cast<scalar_t>(k * (kj[2] - g_mean * s_rho - gx_mean * s_rho_xhat));
+        grad_gamma.data_ptr<scalar_t>()[j] = static_cast<scalar_t>(kj[1]);
+        grad_beta.data_ptr<scalar_t>()[j] = static_cast<scalar_t>(kj[0]);
+      }
+    });
     Tensor none;
-    return {g[0],  none, none, none, grad_w1.to(dtype), grad_b1.to(dtype), sgx.to(dtype), sg.to(dtype),
+    return {g[0],  none, none, none, grad_w1, grad_b1, grad_gamma, grad_beta,
             g[2],  g[3], none, none, none, none, none, none, none, g[4], none, none, none, none, none,
             none,  none, none, none, none, none, none};
   }
