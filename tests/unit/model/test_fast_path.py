@@ -422,6 +422,29 @@ def test_fused_kernel_rejects_bad_edges():
             model(types, bad, edge_vec)
 
 
+def test_fused_backward_checks_the_edges_it_reads():
+    """The backward reads the edge_index saved by the forward. Changed behind autograd's back (through .data,
+    which skips the version check), an index out of range fails the backward clearly instead of being read."""
+    graph = random_configuration(90, torch.float64, seed=8)
+    model = GlassGNN.create(ModelConfig(l_max=1, channels=2, layers=2), torch.float64)
+    _, _, edge_index, edge_vec = graph
+    conv = model.layers[1].conv
+    kernel = conv.frame_kernel
+    weight, bias = conv.radial.last_layer()
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(graph[0].shape[0], kernel.dim_in, generator=generator, dtype=torch.float64, requires_grad=True)
+    hidden = torch.randn(edge_index.shape[1], weight.shape[1], generator=generator, dtype=torch.float64)
+    tables = (kernel.rot_in_table, kernel.lo_meta_table, kernel.src_index, kernel.weight_index, kernel.active)
+    saved = edge_index.clone()
+    out = torch.ops.glassmd.frame_conv_factored(
+        x, saved, hidden, weight, bias, True, edge_vec, conv.mix.weight, kernel.mix_index, kernel.mix_coef,
+        *tables, kernel.dim_out, kernel.channels, kernel.frame_alpha_coef, kernel.frame_beta_coef,
+    )
+    saved.data[0, 5] = graph[0].shape[0]
+    with pytest.raises(RuntimeError, match="edge_index out of range"):
+        out.sum().backward()
+
+
 def test_positions_gradient_falls_back_to_torch_kernel():
     """The fused kernel has no gradient with respect to positions; such calls run the torch kernel."""
     graph = random_configuration(150, torch.float64, seed=6)
