@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from glassmd.model.fused_kernel import fused_kernel_available
 from glassmd.model.radial import BitDropout
 
 
@@ -40,3 +41,37 @@ def test_other_rates_use_torch_dropout(p):
 def test_bad_rate_is_refused():
     with pytest.raises(ValueError, match="dropout probability"):
         BitDropout(1.0)
+
+
+def test_counter_draws_repeat_with_the_seed_and_follow_any_row_order():
+    """On the CPU the draws come from glassmd::dropout_bits, one seed taken from torch's generator: the same
+    seed repeats them, each call differs, and rows asked for in another order get their own draws."""
+    dropout = BitDropout(0.5)
+    cpu = torch.device("cpu")
+    torch.manual_seed(3)
+    first = dropout.draw(40_000, cpu).view(-1)
+    second = dropout.draw(40_000, cpu).view(-1)
+    torch.manual_seed(3)
+    assert torch.equal(dropout.draw(40_000, cpu).view(-1), first)
+    assert (first == second).float().mean() < 0.01
+    order = torch.randperm(40_000)
+    torch.manual_seed(3)
+    assert torch.equal(dropout.draw_rows(40_000, cpu, order), first[order])
+    assert first.min() >= 0  # 31 bits: non-negative int32
+
+
+def test_counter_draws_of_neighbouring_rows_are_independent():
+    """A counter-based generator's weak spot would be rows next to each other: their bits must not correlate."""
+    torch.manual_seed(4)
+    draws = BitDropout(0.5).draw(50_000, torch.device("cpu")).view(-1)
+    bits = ((draws[:, None] >> torch.arange(31)) & 1).float()
+    assert torch.all((bits.mean(0) - 0.5).abs() < 0.015)
+    for lag in (1, 2, 16):
+        corr = ((bits[:-lag] - 0.5) * (bits[lag:] - 0.5)).mean(0) * 4
+        assert corr.abs().max().item() < 0.03, lag
+
+
+def test_counter_draws_refuse_rows_outside_the_range():
+    assert fused_kernel_available()
+    with pytest.raises(RuntimeError, match=r"order holds a row outside \[0, 10\)"):
+        torch.ops.glassmd.dropout_bits(1, 10, torch.tensor([0, 10]))
