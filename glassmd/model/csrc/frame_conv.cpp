@@ -1479,27 +1479,43 @@ MixGroups<T> weight_groups(const Plan& p, const T* weight, int64_t weight_numel,
   g.C = C;
   std::vector<T> row(C);
   std::vector<int64_t> targets(C);
+  // The products of each k in (m, q) order, by a counting sort: a scan of all products per k took 40-50 us of
+  // every layer's backward.
+  std::vector<int64_t> count, start, by_k;
   for (const OutBlock& ob : p.blocks) {
     g.block_begin.push_back(g.groups());
+    const int64_t q_begin = ob.entry_begin[0], q_end = ob.entry_begin[ob.d];
+    auto k_of = [&](int64_t q) { return (p.entries[q].mix - ob.mix_off) % (C * ob.K); };  // >= K: in no group
+    count.assign(ob.K + 1, 0);
+    for (int64_t q = q_begin; q < q_end; ++q)
+      if (k_of(q) < ob.K) ++count[k_of(q) + 1];
+    start.assign(count.begin(), count.end());
+    for (int64_t k = 0; k < ob.K; ++k) start[k + 1] += start[k];
+    by_k.assign(start[ob.K], 0);
+    std::vector<int64_t> next(start.begin(), start.end() - 1);
+    std::vector<int64_t> m_of(q_end - q_begin);
+    for (int64_t m = 0; m < ob.d; ++m)
+      for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
+        m_of[q - q_begin] = m;
+        if (k_of(q) < ob.K) by_k[next[k_of(q)]++] = q;
+      }
     for (int64_t k = 0; k < ob.K; ++k) {
-      bool opened = false;
-      for (int64_t m = 0; m < ob.d; ++m)
-        for (int64_t q = ob.entry_begin[m]; q < ob.entry_begin[m + 1]; ++q) {
-          const Entry& en = p.entries[q];
-          if ((en.mix - ob.mix_off) % (C * ob.K) != k) continue;
-          const T a_q = coef[en.mix];
-          for (int64_t c = 0; c < C; ++c) {
-            const int64_t i = index[en.mix + c * ob.K];
-            TORCH_CHECK(i >= 0 && i < weight_numel, "frame_conv_factored: mix_index out of range");
-            TORCH_CHECK(coef[en.mix + c * ob.K] == a_q && (!opened || (i == targets[c] && en.wcol == g.wcol.back())),
-                        "frame_conv_factored: the mixing matrices are not products a[m][k] W[k][c]");
-            targets[c] = i;
-            row[c] = weight[i];
-          }
-          if (!opened) g.open_group(en, row.data(), targets.data());
-          opened = true;
-          g.add_member(m, en, a_q);
+      for (int64_t i = start[k]; i < start[k + 1]; ++i) {
+        const int64_t q = by_k[i];
+        const Entry& en = p.entries[q];
+        const bool opened = i > start[k];
+        const T a_q = coef[en.mix];
+        for (int64_t c = 0; c < C; ++c) {
+          const int64_t j = index[en.mix + c * ob.K];
+          TORCH_CHECK(j >= 0 && j < weight_numel, "frame_conv_factored: mix_index out of range");
+          TORCH_CHECK(coef[en.mix + c * ob.K] == a_q && (!opened || (j == targets[c] && en.wcol == g.wcol.back())),
+                      "frame_conv_factored: the mixing matrices are not products a[m][k] W[k][c]");
+          targets[c] = j;
+          row[c] = weight[j];
         }
+        if (!opened) g.open_group(en, row.data(), targets.data());
+        g.add_member(m_of[q - q_begin], en, a_q);
+      }
     }
   }
   g.block_begin.push_back(g.groups());
