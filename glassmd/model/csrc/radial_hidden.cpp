@@ -394,19 +394,24 @@ bool statistics_block_in_registers(const T* x, const T* wt, const T* b, int64_t 
 // With n_pairs > 0 the first n_pairs rows are pairs of edges (glassmd::pair_edges: both directions have the basis of
 // one distance) and count twice: the statistics are those of the directed edges.
 template <typename T, int HC, int RC>
-void statistics_impl(const Tensor& basis, const Tensor& weight, const Tensor& bias, Tensor& sums_out) {
-  const int64_t E = basis.size(0), R = RC > 0 ? RC : basis.size(1), H = HC > 0 ? HC : weight.size(0);
+void statistics_impl(const Tensor& basis, const Tensor& weight, const Tensor& bias, int64_t n_pairs,
+                     Tensor& sums_out) {
+  const int64_t rows = basis.size(0), R = RC > 0 ? RC : basis.size(1), H = HC > 0 ? HC : weight.size(0);
   const Tensor weight_t = weight.t().contiguous();  // [R, H]
-  const T* x = basis.data_ptr<T>();
   const T* wt = weight_t.data_ptr<T>();
   const T* b = bias.data_ptr<T>();
-  const int64_t n_blocks = block_count(E), W = (2 * R + 3) * H;  // per block: [2R + 3][H]
+  // The pair rows [0, n_pairs) and the other rows in blocks of their own, in one parallel pass.
+  const int64_t pair_blocks = block_count(n_pairs), n_blocks = pair_blocks + block_count(rows - n_pairs);
+  const int64_t W = (2 * R + 3) * H;  // per block: [2R + 3][H]
   std::vector<double> partial(n_blocks * W, 0.0);
   at::parallel_for(0, n_blocks, 1, [&](int64_t b0, int64_t b1) {
     std::vector<T> acc(W);
     T u[kMaxHidden], rho[kMaxHidden];
-    for (int64_t blk = b0; blk < b1; blk++) {
-      if (statistics_block_in_registers<T, HC, RC>(x, wt, b, blk, E, partial.data() + blk * W)) continue;
+    for (int64_t bi = b0; bi < b1; bi++) {
+      const bool pair = bi < pair_blocks;
+      const T* x = basis.data_ptr<T>() + (pair ? 0 : n_pairs * R);
+      const int64_t E = pair ? n_pairs : rows - n_pairs, blk = pair ? bi : bi - pair_blocks;
+      if (statistics_block_in_registers<T, HC, RC>(x, wt, b, blk, E, partial.data() + bi * W)) continue;
       std::fill(acc.begin(), acc.end(), T(0));
       T* qb = acc.data();          // [R][H]: sum rho B
       T* ab = qb + R * H;          // [R][H]: sum a B
@@ -428,17 +433,21 @@ void statistics_impl(const Tensor& basis, const Tensor& weight, const Tensor& bi
           }
         }
       }
-      for (int64_t i = 0; i < W; i++) partial[blk * W + i] = acc[i];
+      for (int64_t i = 0; i < W; i++) partial[bi * W + i] = acc[i];
     }
   });
-  const std::vector<double> total = sum_blocks(partial, n_blocks, W);
+  // Each range in block order; pair rows count twice.
+  const std::vector<double> pairs = sum_blocks(partial, pair_blocks, W);
+  const std::vector<double> others(sum_blocks(std::vector<double>(partial.begin() + pair_blocks * W, partial.end()),
+                                              n_blocks - pair_blocks, W));
   double* out = sums_out.data_ptr<double>();  // [H, 2R + 3]
+  auto total = [&](int64_t i) { return pairs[i] * 2.0 + others[i]; };
   for (int64_t c = 0; c < H; c++) {
     for (int64_t r = 0; r < R; r++) {
-      out[c * (2 * R + 3) + r] = total[r * H + c];
-      out[c * (2 * R + 3) + R + r] = total[R * H + r * H + c];
+      out[c * (2 * R + 3) + r] = total(r * H + c);
+      out[c * (2 * R + 3) + R + r] = total(R * H + r * H + c);
     }
-    for (int64_t t = 0; t < 3; t++) out[c * (2 * R + 3) + 2 * R + t] = total[2 * R * H + t * H + c];
+    for (int64_t t = 0; t < 3; t++) out[c * (2 * R + 3) + 2 * R + t] = total(2 * R * H + t * H + c);
   }
 }
 
@@ -455,21 +464,22 @@ std::tuple<Tensor, Tensor, Tensor> radial_statistics_cpu(const Tensor& basis_in,
   const auto dtype = basis_in.scalar_type();
   const Tensor basis = basis_in.contiguous(), weight = weight_in.to(dtype).contiguous();
   const Tensor bias = bias_in.to(dtype).contiguous();
-  const int64_t rows = basis.size(0), E = rows + n_pairs, H = weight.size(0), R = basis.size(1);
-  auto sums_of = [&](int64_t r0, int64_t n) {
-    Tensor out = at::zeros({H, 2 * R + 3}, basis.options().dtype(at::kDouble));
-    if (n == 0) return out;
-    const Tensor part = basis.narrow(0, r0, n);
-    AT_DISPATCH_FLOATING_TYPES(dtype, "radial_statistics", [&] {
-      with_radial_shape(H, R, [&](auto hc, auto rc) {
-        statistics_impl<scalar_t, decltype(hc)::value, decltype(rc)::value>(part, weight, bias, out);
-      });
+  const int64_t E = basis.size(0) + n_pairs, H = weight.size(0), R = basis.size(1);
+  const auto f64 = basis.options().dtype(at::kDouble);
+  Tensor sums = at::empty({H, 2 * R + 3}, f64);
+  AT_DISPATCH_FLOATING_TYPES(dtype, "radial_statistics", [&] {
+    with_radial_shape(H, R, [&](auto hc, auto rc) {
+      statistics_impl<scalar_t, decltype(hc)::value, decltype(rc)::value>(basis, weight, bias, n_pairs, sums);
     });
-    return out;
-  };
-  const Tensor sums = n_pairs == 0 ? sums_of(0, rows) : sums_of(0, n_pairs) * 2.0 + sums_of(n_pairs, rows - n_pairs);
-  const Tensor mean = sums.select(1, 2 * R + 1) / double(E);
-  const Tensor var = (sums.select(1, 2 * R + 2) / double(E) - mean * mean).clamp_min(0.0);
+  });
+  // (Loops over the H values: as tensor operators, these and the sums of two ranges were 8 calls per layer.)
+  Tensor mean = at::empty({H}, f64), var = at::empty({H}, f64);
+  const double* sp = sums.data_ptr<double>();
+  for (int64_t c = 0; c < H; c++) {
+    const double m = sp[c * (2 * R + 3) + 2 * R + 1] / double(E);
+    mean.data_ptr<double>()[c] = m;
+    var.data_ptr<double>()[c] = std::max(sp[c * (2 * R + 3) + 2 * R + 2] / double(E) - m * m, 0.0);
+  }
   return {mean, var, sums};
 }
 
