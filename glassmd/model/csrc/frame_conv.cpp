@@ -1285,28 +1285,43 @@ template <typename T, int L>
 struct HiddenGradSums {
   static constexpr int64_t kFlush = 64;
   int64_t H, R, blocks = 0;
-  LaneVector<T> sg, sgx, srg, rg;  // [H][L]; rg: one block's rho g
+  LaneVector<T> sg, sgx, srg, rg, kept;  // [H][L]; rg: one block's rho g; kept: its g (keep)
   std::vector<double> Sg, Sgx, Srg, P;  // [H], P [R][H]
   bool tiled;
   RadialGradTiles<T, L> tiles;  // P^T[r][j] = sum_e B[r][e] rg[j][e]: n_w = R rows, "hidden" = H
   HiddenGradSums(int64_t hidden, int64_t n_basis)
       : H(hidden), R(n_basis), sg(hidden * L, T(0)), sgx(hidden * L, T(0)), srg(hidden * L, T(0)), rg(hidden * L),
+        kept(hidden * L),
         Sg(hidden, 0.0), Sgx(hidden, 0.0), Srg(hidden, 0.0), P(n_basis * hidden, 0.0),
         tiled(RadialGradTiles<T, L>::usable(hidden)), tiles(tiled ? n_basis : 0, tiled ? hidden : 0) {}
 
-  // One block: ab its activations, gh its hidden values' gradient, rb its basis [R][L], bits its dropout draws.
-  void add(const TrainHidden<T>& th, const T* ab, const T* gh, const T* rb, const int32_t* bits, int nb) {
+  // One block's gradient of the batch norm's output, g = gh (its hidden values' gradient) times the dropout
+  // factors of its draws `bits`, kept for add_kept (accumulate: added to the kept one). The two directions of a
+  // pair share the batch norm's output, its activations and basis: their g add up, and the sums of add_kept,
+  // linear in g, run once per pair block.
+  void keep(const TrainHidden<T>& th, const T* gh, const int32_t* bits, int nb, bool accumulate) {
+    for (int64_t j = 0; j < H; ++j) {
+      const T* gj = gh + j * L;
+      T* k = kept.data() + j * L;
+      GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
+        const T f = th.drop ? T(int32_t(2 * ((uint32_t(bits[lane]) >> j) & 1u))) : T(lane < nb ? 1 : 0);
+        k[lane] = (accumulate ? k[lane] : T(0)) + gj[lane] * f;
+      }
+    }
+  }
+
+  // The sums of the kept g of one block (or pair block) with activations ab and basis rb [R][L].
+  void add_kept(const TrainHidden<T>& th, const T* ab, const T* rb) {
     for (int64_t j = 0; j < H; ++j) {
       const T* a = ab + j * L;
-      const T* gj = gh + j * L;
+      const T* gj = kept.data() + j * L;
       T* s = sg.data() + j * L;
       T* sx = sgx.data() + j * L;
       T* sr = srg.data() + j * L;
       T* r = rg.data() + j * L;
       const T mu = th.mean[j], is = th.invstd[j];
       GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
-        const T f = th.drop ? T(int32_t(2 * ((uint32_t(bits[lane]) >> j) & 1u))) : T(lane < nb ? 1 : 0);
-        const T g = gj[lane] * f;
+        const T g = gj[lane];
         const T rho_g = a[lane] > T(0) ? g : T(0);
         s[lane] += g;
         sx[lane] += g * ((a[lane] - mu) * is);
@@ -1676,7 +1691,9 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
     // values (hb; ab and bits with TrainHidden) are in blk: into its rotated inputs (gxr_s, still in the edge
     // frame), the parameters, and the hidden layer. reverse: the stream of a pair's reverse edges (its
     // outputs were rotated back as D S z, see Plan::set_reverse_signs). e0: its first edge, for grad_hidden.
-    auto stream_grads = [&](int nb, const int64_t* receivers, const T* xr_s, T* gxr_s, bool reverse, int64_t e0) {
+    // pair_stream: 0 an unpaired block, 1 and 2 the directions of a pair block (2: the reverses).
+    auto stream_grads = [&](int nb, const int64_t* receivers, const T* xr_s, T* gxr_s, int pair_stream, int64_t e0) {
+      const bool reverse = pair_stream == 2;
       const T* grows[L];
       for (int lane = 0; lane < nb; ++lane) grows[lane] = grad_out + receivers[lane] * p.dim_out;
       if (!(nb == L && L == 16 && rows_to_lanes(grows, p.dim_out, go.data()))) {
@@ -1692,6 +1709,12 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
           for (int64_t c0 = 0; c0 < C; c0 += kRotGroup)
             with_block_size(ob.d, [&](auto dd) {
               constexpr int DD = decltype(dd)::value;
+              if (static_cast<int64_t>(ob.active_m.size()) < ob.d) {
+                // Only the rows the mix reads (the first layer's one-hot inputs feed m = 0 alone).
+                for (int64_t m : ob.active_m)
+                  rotate_grad_rows<T, L, 1, DD>(ob, blk.frame_rows, go.data(), gz.data(), C, c0, m);
+                return;
+              }
               int64_t m = 0;
               for (; m + 1 < ob.d; m += 2)
                 rotate_grad_rows<T, L, 2, DD>(ob, blk.frame_rows, go.data(), gz.data(), C, c0, m);
@@ -1767,8 +1790,9 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
         }
       }
       if (tiled) tiles.add(gw.data(), blk.hb.data());
-      if (hsums) {  // the hidden layer's backward, summed here (TrainHidden)
-        hsums->add(*train_hidden, blk.ab.data(), gh, blk.rb.data(), blk.bits, nb);
+      if (hsums) {  // the hidden layer's backward, summed here (TrainHidden): once per pair block
+        hsums->keep(*train_hidden, gh, blk.bits, nb, pair_stream == 2);
+        if (pair_stream != 1) hsums->add_kept(*train_hidden, blk.ab.data(), blk.rb.data());
         return;
       }
       T* ghrows[L];
@@ -1811,10 +1835,10 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
         blk.gather_vector_rows(p, k0, nb, hidden, *vectors, *frame_scratch, train_hidden, train_hidden->draws + k0);
         blk.template rotate_in<2>(p);
         blk.radial_weights(p, radial);
-        stream_grads(nb, receiver + k0, blk.xr.data(), gxr.data(), false, k0);
+        stream_grads(nb, receiver + k0, blk.xr.data(), gxr.data(), 1, k0);
         blk.train_values(*train_hidden, train_hidden->draws + n_pairs + k0, nb);
         blk.radial_weights(p, radial);
-        stream_grads(nb, receiver + n_pairs + k0, blk.xr2.data(), gxr2.data(), true, n_pairs + k0);
+        stream_grads(nb, receiver + n_pairs + k0, blk.xr2.data(), gxr2.data(), 2, n_pairs + k0);
         // The reverses' rotated inputs were S D^T x (rotate_in): their gradient goes back as D S.
         for (int64_t f = 0; f < p.dim_in; ++f) {
           if (p.reverse_sign[f] > 0) continue;
@@ -1837,7 +1861,7 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
         blk.gather_edge_rows(p, r0, nb, hidden, frame, nullptr);
       blk.radial_weights(p, radial);
       blk.template rotate_in<1>(p);
-      stream_grads(nb, receiver + e0, blk.xr.data(), gxr.data(), false, e0);
+      stream_grads(nb, receiver + e0, blk.xr.data(), gxr.data(), 0, e0);
       sender_grads(1, nb, senders);
     }
     if (hsums) {
