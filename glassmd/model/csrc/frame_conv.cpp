@@ -1689,9 +1689,9 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
 
     // The gradients of one stream of messages whose rotated inputs (xr_s), radial weights (wb) and hidden
     // values (hb; ab and bits with TrainHidden) are in blk: into its rotated inputs (gxr_s, still in the edge
-    // frame), the parameters, and the hidden layer. reverse: the stream of a pair's reverse edges (its
-    // outputs were rotated back as D S z, see Plan::set_reverse_signs). e0: its first edge, for grad_hidden.
-    // pair_stream: 0 an unpaired block, 1 and 2 the directions of a pair block (2: the reverses).
+    // frame), the parameters, and the hidden layer. pair_stream: 0 an unpaired block, 1 and 2 the directions of a
+    // pair block; 2, the reverse edges, had their outputs rotated back as D S z (see Plan::set_reverse_signs).
+    // e0: its first edge, for grad_hidden.
     auto stream_grads = [&](int nb, const int64_t* receivers, const T* xr_s, T* gxr_s, int pair_stream, int64_t e0) {
       const bool reverse = pair_stream == 2;
       const T* grows[L];
