@@ -438,8 +438,7 @@ void statistics_impl(const Tensor& basis, const Tensor& weight, const Tensor& bi
   });
   // Each range in block order; pair rows count twice.
   const std::vector<double> pairs = sum_blocks(partial, pair_blocks, W);
-  const std::vector<double> others(sum_blocks(std::vector<double>(partial.begin() + pair_blocks * W, partial.end()),
-                                              n_blocks - pair_blocks, W));
+  const std::vector<double> others = sum_blocks(partial, n_blocks - pair_blocks, W, pair_blocks);
   double* out = sums_out.data_ptr<double>();  // [H, 2R + 3]
   auto total = [&](int64_t i) { return pairs[i] * 2.0 + others[i]; };
   for (int64_t c = 0; c < H; c++) {
