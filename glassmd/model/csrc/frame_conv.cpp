@@ -270,6 +270,12 @@ struct TrainHidden {
   const T* invstd;
   const int32_t* draws;  // [E]: bit j of draws[e] keeps hidden value j of edge e (with drop)
   bool drop;
+
+  // The dropout factor of hidden value j for a lane drawing `bits`: 2 kept, 0 dropped; without dropout 1 for a
+  // lane of the block (in_block) and 0 past it.
+  T factor(int32_t bits, int64_t j, bool in_block) const {
+    return drop ? T(int32_t(2 * ((uint32_t(bits) >> j) & 1u))) : T(in_block ? 1 : 0);
+  }
 };
 
 // Calls f with the size d = 2l + 1 of an l block as a compile-time constant for the paper's l = 1..3, else with 0
@@ -406,7 +412,7 @@ struct Block {
       T* h = hb.data() + j * L;
       const T sc = th.scale[j], sh = th.shift[j];
       GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
-        const T f = th.drop ? T(int32_t(2 * ((uint32_t(bits[lane]) >> j) & 1u))) : T(lane < nb ? 1 : 0);
+        const T f = th.factor(bits[lane], j, lane < nb);
         h[lane] = (a[lane] * sc + sh) * f;
       }
     }
@@ -1304,7 +1310,7 @@ struct HiddenGradSums {
       const T* gj = gh + j * L;
       T* k = kept.data() + j * L;
       GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
-        const T f = th.drop ? T(int32_t(2 * ((uint32_t(bits[lane]) >> j) & 1u))) : T(lane < nb ? 1 : 0);
+        const T f = th.factor(bits[lane], j, lane < nb);
         k[lane] = (accumulate ? k[lane] : T(0)) + gj[lane] * f;
       }
     }
