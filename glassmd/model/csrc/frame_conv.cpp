@@ -1088,8 +1088,11 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
   std::atomic<bool> bad_blocks{false};
   std::optional<MixTable<T, L>> own_table;
   std::optional<TwinMixTable<T, L>> own_twins;
-  // Twins share the radial weights of both directions, which in training (vectors: dropout per direction) differ.
-  const bool shared_weights = n_pairs > 0 && vectors == nullptr;
+  // In training (vectors) each direction of a pair draws its own dropout, so their radial weights differ; without
+  // dropout (batch-norm recalibration) they are the same, and the pair blocks run as in evaluation: one radial
+  // layer per pair, and twins sharing both directions' products.
+  const bool own_reverse_weights = vectors != nullptr && train_hidden != nullptr && train_hidden->drop;
+  const bool shared_weights = n_pairs > 0 && !own_reverse_weights;
   if (tables == nullptr) {
     own_table.emplace(p, mix);
     if (shared_weights) own_twins.emplace(p, mix);
@@ -1140,7 +1143,6 @@ void forward_kernel(const Plan& p, const T* x, int64_t n_nodes, const int64_t* s
         }
         blk.radial_weights(p, radial);
         // In training the two directions share the frames and the hidden layer's activations, not its dropout.
-        const bool own_reverse_weights = vectors != nullptr;
         if (own_reverse_weights) {
           blk.train_values(*train_hidden, train_hidden->draws + n_pairs + k0, nb);
           blk.reverse_radial_weights(p, radial);
