@@ -72,3 +72,34 @@ def test_no_batches_leaves_statistics_untouched(ka_small):
     before = {k: v.clone() for k, v in net.state_dict().items()}
     assert recalibrate_batch_norm(net, [], _forward) == 0
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def _statistics(net):
+    return [
+        getattr(m, name).clone()
+        for m in _norms(net)
+        for name in ("running_mean", "running_var", "running_sq")
+        if hasattr(m, name)
+    ]
+
+
+def test_statistics_equal_those_of_the_evaluation_layout(ka_small):
+    """Recalibration runs the network in training mode with dropout off, so the layers take the fused training
+    kernels (pairs of edges sharing their radial weights when nothing is dropped). The statistics must equal those
+    measured with only the batch norms in training mode, which runs the layers' other path."""
+    torch.manual_seed(5)
+    graph = _graphs(ka_small)[1]
+    net = GlassGNN.create(ModelConfig(l_max=3, layers=3), torch.float64)
+    assert recalibrate_batch_norm(net, [graph], _forward) == 1
+    recalibrated = _statistics(net)
+
+    for m in net.modules():
+        m.train(isinstance(m, (EquivariantBatchNorm, torch.nn.BatchNorm1d)))
+    for m in _norms(net):
+        m.momentum = 1.0  # running statistics = this batch's
+    with torch.no_grad():
+        net(*graph)
+    reference = _statistics(net)
+    assert len(recalibrated) == len(reference) == 3 * 2 + 3 * 3  # 3 radial norms (mean, var), 3 equivariant (mean, var, sq)
+    for fast, slow in zip(recalibrated, reference):
+        torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
