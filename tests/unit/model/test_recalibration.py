@@ -100,6 +100,7 @@ def test_statistics_equal_those_of_the_evaluation_layout(ka_small):
     with torch.no_grad():
         net(*graph)
     reference = _statistics(net)
-    assert len(recalibrated) == len(reference) == 3 * 2 + 3 * 3  # 3 radial norms (mean, var), 3 equivariant (mean, var, sq)
+    # three radial batch norms (mean, var) and three equivariant ones (mean, var, sq)
+    assert len(recalibrated) == len(reference) == 3 * 2 + 3 * 3
     for fast, slow in zip(recalibrated, reference):
         torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
