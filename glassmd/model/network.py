@@ -297,7 +297,7 @@ class GlassGNN(nn.Module):
             and not edge_vec.requires_grad
         ):
             return False
-        for layer in self.layers:  # batch norms in training mode (recalibration) need the unpaired path
+        for layer in self.layers:  # batch norms a caller put in training mode need the unpaired path
             if not layer.evaluates_fused(edge_vec):
                 return False
         return True

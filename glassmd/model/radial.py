@@ -185,9 +185,8 @@ class RadialMLP(nn.Module):
                 running_var.mul_(1.0 - momentum).add_(var * (n / (n - 1)), alpha=momentum)
 
     def folds(self) -> bool:
-        """Whether :meth:`evaluation_layers` is this MLP: batch norm and dropout in eval mode. (Recalibrating
-        the batch norms, :func:`glassmd.model.norm.recalibrate_batch_norm`, runs them in training mode inside an
-        evaluated network.)"""
+        """Whether :meth:`evaluation_layers` is this MLP: batch norm and dropout in eval mode (a network in eval
+        mode may hold a batch norm put in training mode by its caller)."""
         return not self.net[2].training and not self.net[3].training
 
     def evaluation_layers(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
