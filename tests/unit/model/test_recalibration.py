@@ -104,3 +104,20 @@ def test_statistics_equal_those_of_the_evaluation_layout(ka_small):
     assert len(recalibrated) == len(reference) == 3 * 2 + 3 * 3
     for fast, slow in zip(recalibrated, reference):
         torch.testing.assert_close(fast, slow, rtol=1e-10, atol=1e-12)
+
+
+def test_statistics_agree_between_implementations(ka_small):
+    """The torch edge-frame path (the one on GPUs) evaluates the radial MLP in chunks of edges outside training
+    mode, so recalibration must run the layers in training mode for its batch norms to see the whole batch."""
+    torch.manual_seed(6)
+    graph = _graphs(ka_small)[0]
+    assert graph[1].shape[1] > 4 * 2048  # more edges than one chunk of FrameConvKernel
+    net = GlassGNN.create(ModelConfig(l_max=2, layers=2), torch.float64)
+    statistics = {}
+    for implementation in ("fused", "frame", "e3nn"):
+        net.set_implementation(implementation)
+        recalibrate_batch_norm(net, [graph], _forward)
+        statistics[implementation] = _statistics(net)
+    for implementation in ("frame", "e3nn"):
+        for fused, other in zip(statistics["fused"], statistics[implementation]):
+            torch.testing.assert_close(other, fused, rtol=1e-9, atol=1e-12)
