@@ -1844,8 +1844,10 @@ void backward_kernel(const Plan& p, const T* grad_out, const T* x, int64_t n_nod
         blk.template rotate_in<2>(p);
         blk.radial_weights(p, radial);
         stream_grads(nb, receiver + k0, blk.xr.data(), gxr.data(), 1, k0);
-        blk.train_values(*train_hidden, train_hidden->draws + n_pairs + k0, nb);
-        blk.radial_weights(p, radial);
+        if (train_hidden->drop) {  // without dropout the reverse's hidden values and radial weights are the same
+          blk.train_values(*train_hidden, train_hidden->draws + n_pairs + k0, nb);
+          blk.radial_weights(p, radial);
+        }
         stream_grads(nb, receiver + n_pairs + k0, blk.xr2.data(), gxr2.data(), 2, n_pairs + k0);
         // The reverses' rotated inputs were S D^T x (rotate_in): their gradient goes back as D S.
         for (int64_t f = 0; f < p.dim_in; ++f) {
