@@ -2686,12 +2686,14 @@ class FrameConvTrainFunction : public torch::autograd::Function<FrameConvTrainFu
     const Tensor grad_gamma = at::empty({H}, s[6].options()), grad_beta = at::empty({H}, s[7].options());
     AT_DISPATCH_FLOATING_TYPES(dtype, "frame_conv_train_hidden_grad", [&] {
       const double *ks = k_sums.data_ptr<double>(), *sp = st.data_ptr<double>();
+      const double *mp = mean.data_ptr<double>(), *vp = var.data_ptr<double>(), *gp = gamma.data_ptr<double>();
       scalar_t *gw1 = grad_w1.data_ptr<scalar_t>(), *gb1 = grad_b1.data_ptr<scalar_t>();
+      scalar_t *gg = grad_gamma.data_ptr<scalar_t>(), *gbt = grad_beta.data_ptr<scalar_t>();
       for (int64_t j = 0; j < H; ++j) {
         const double* kj = ks + j * (3 + R);  // sg, sgx, srg, then P
         const double* sj = sp + j * (2 * R + 3);  // Q = sum rho B, A = sum a B, sum rho, sum a
-        const double mu = mean.data_ptr<double>()[j], invstd = 1.0 / std::sqrt(var.data_ptr<double>()[j] + eps);
-        const double k = gamma.data_ptr<double>()[j] * invstd;
+        const double mu = mp[j], invstd = 1.0 / std::sqrt(vp[j] + eps);
+        const double k = gp[j] * invstd;
         const double g_mean = kj[0] / E, gx_mean = kj[1] / E;
         for (int64_t r = 0; r < R; ++r) {
           const double q = sj[r], u = (sj[R + r] - mu * q) * invstd;  // u: sum rho xhat B
@@ -2699,8 +2701,8 @@ class FrameConvTrainFunction : public torch::autograd::Function<FrameConvTrainFu
         }
         const double s_rho = sj[2 * R], s_rho_xhat = (sj[2 * R + 1] - mu * s_rho) * invstd;
         gb1[j] = static_cast<scalar_t>(k * (kj[2] - g_mean * s_rho - gx_mean * s_rho_xhat));
-        grad_gamma.data_ptr<scalar_t>()[j] = static_cast<scalar_t>(kj[1]);
-        grad_beta.data_ptr<scalar_t>()[j] = static_cast<scalar_t>(kj[0]);
+        gg[j] = static_cast<scalar_t>(kj[1]);
+        gbt[j] = static_cast<scalar_t>(kj[0]);
       }
     });
     Tensor none;
