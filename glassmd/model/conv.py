@@ -125,8 +125,9 @@ class EquivariantConv(nn.Module):
         all_weights: Optional[torch.Tensor] = self.radial(edge_radial) if self.training else None
         summed = torch.zeros(kernel.dim_out, x.shape[0], dtype=x.dtype, device=x.device)
         n_edges = edge_index.shape[1]
-        for start in range(0, n_edges, kernel.chunk_size):
-            stop = min(start + kernel.chunk_size, n_edges)
+        chunk = kernel.chunk_size if x.device.type == "cpu" else kernel.device_chunk_size
+        for start in range(0, n_edges, chunk):
+            stop = min(start + chunk, n_edges)
             if all_weights is None:
                 weights = self.radial(edge_radial[start:stop])
             else:
