@@ -107,6 +107,24 @@ def memory_child(n, implementation):
     print(json.dumps({"n": n, "kib": after - before}))
 
 
+def peer_line(reference, graph, fast, repeats):
+    """The cuEquivariance peer (benchmarks/peers.py) of the reference network at N = 1000, or why it is absent."""
+    from peers import cuequivariance_engine, cuequivariance_missing, cuequivariance_network
+
+    missing = cuequivariance_missing()
+    if missing:
+        print(f"# cuEquivariance peer: {missing}")
+        return
+    with torch.no_grad():
+        peer = cuequivariance_network(copy.deepcopy(reference))
+        peer(*graph)
+        t = timed(lambda: peer(*graph), repeats)
+        err = float((peer(*graph) - reference(*graph)).abs().max())
+    print(f"cuEquivariance peer     N=1000  min {t[0] * 1e3:9.1f} ms  median {t[1] * 1e3:9.1f} ms"
+          f"  fused kernel {t[0] / fast[0]:.1f}x faster; max |peer - reference| = {err:.2e}"
+          f"  ({cuequivariance_engine(graph[0].device)})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -156,6 +174,7 @@ def main():
           f"  {ref[0] / fst[0]:.1f}x the reference")
     print(f"speed-up fused/reference (min/min) {ref[0] / fst[0]:.1f}x   max |fused - reference| = {err:.2e}")
     results["reference_1000"], results["fast_1000"] = ref, fst
+    peer_line(reference, (types, edge_index, edge_vec), fst, args.reference_repeats)
 
     with tempfile.TemporaryDirectory() as tmp:
         module, _ = load_model_file(export_model(model, os.path.join(tmp, "m.pt")))
