@@ -259,14 +259,20 @@ Tensor bessel_edge_blocks_cpu(const Tensor& edge_vec_in, const Tensor& order_in,
           }
           for (int lane = nb; lane < L; ++lane) r[lane] = cutoff / 2;
           sin_cos_to_pi<L>(k, r, s1, c1);
-          for (int lane = 0; lane < nb; ++lane) {
-            const double c2 = 2.0 * c1[lane], scale = norm / r[lane];
-            double previous = 0.0, current = s1[lane];  // sin((n - 1) t), sin(n t)
-            for (int64_t n = 0; n < n_radial; ++n) {
-              o[n * L + lane] = static_cast<T>(current * scale);
-              const double next = c2 * current - previous;
-              previous = current;
-              current = next;
+          // All L lanes, in vectors (write_edge_blocks zeroes the missing ones after).
+          double c2[L], scale[L], previous[L], current[L];  // sin((n - 1) t), sin(n t)
+          GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
+            c2[lane] = 2.0 * c1[lane];
+            scale[lane] = norm / r[lane];
+            previous[lane] = 0.0;
+            current[lane] = s1[lane];
+          }
+          for (int64_t n = 0; n < n_radial; ++n) {
+            GLASSMD_LANES for (int lane = 0; lane < L; ++lane) {
+              o[n * L + lane] = static_cast<T>(current[lane] * scale[lane]);
+              const double next = c2[lane] * current[lane] - previous[lane];
+              previous[lane] = current[lane];
+              current[lane] = next;
             }
           }
         },
