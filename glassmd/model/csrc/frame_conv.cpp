@@ -2258,6 +2258,10 @@ EvalConstantsCache& eval_constants_cache() {
   return cache;
 }
 
+// Rows per thread, at least, of interaction_eval's input copy and batch-norm map. With 1024 a layer of N < 2048
+// copied and mapped every row on one thread while the other waited.
+constexpr int64_t kRowGrain = 64;
+
 // glassmd::interaction_eval: one whole interaction layer in evaluation (InteractionLayer.forward), that is
 // norm(h + conv(cat(h[:, :C], node_attr, h[:, C:]))) (first layer: norm(conv(node_attr))), with the paired edge
 // blocks of glassmd::bessel_edge_blocks. The parameters come as the modules hold them; the folds that
@@ -2269,6 +2273,7 @@ EvalConstantsCache& eval_constants_cache() {
 //   mixing: mix.weight, mix_index, mix_coef
 //   plan: rot_in, lo_meta, src_index, weight_index, active, reverse_flip, alpha_coef, beta_coef (FrameConvKernel)
 //   norm: block_layout, running_mean, running_var, running_sq, weight_scalar, bias_scalar, weight_vector
+
 Tensor interaction_eval_cpu(const Tensor& h_in, const Tensor& node_attr_in, const Tensor& edge_index,
                             const Tensor& basis, const Tensor& vectors, at::TensorList radial, double radial_eps,
                             bool output_relu, at::TensorList mixing, at::TensorList plan, int64_t dim_out,
@@ -2293,7 +2298,7 @@ Tensor interaction_eval_cpu(const Tensor& h_in, const Tensor& node_attr_in, cons
     const scalar_t* ap = node_attr.data_ptr<scalar_t>();
     scalar_t* xp = storage.data_ptr<scalar_t>();
     const int64_t dh = h.size(1);
-    at::parallel_for(0, n, 1024, [&](int64_t i0, int64_t i1) {
+    at::parallel_for(0, n, kRowGrain, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         scalar_t* row = xp + i * stride;
         const scalar_t* hi = hp + i * dh;
@@ -2430,7 +2435,7 @@ Tensor interaction_eval_cpu(const Tensor& h_in, const Tensor& node_attr_in, cons
     const std::vector<scalar_t> sh(feature_shift.begin(), feature_shift.end());
     scalar_t* o = out.data_ptr<scalar_t>();
     const scalar_t* hp = first ? nullptr : h.data_ptr<scalar_t>();
-    at::parallel_for(0, n, 1024, [&](int64_t i0, int64_t i1) {
+    at::parallel_for(0, n, kRowGrain, [&](int64_t i0, int64_t i1) {
       for (int64_t i = i0; i < i1; ++i) {
         scalar_t* row = o + i * dim_out;
         if (hp != nullptr) {
