@@ -2273,7 +2273,6 @@ constexpr int64_t kRowGrain = 64;
 //   mixing: mix.weight, mix_index, mix_coef
 //   plan: rot_in, lo_meta, src_index, weight_index, active, reverse_flip, alpha_coef, beta_coef (FrameConvKernel)
 //   norm: block_layout, running_mean, running_var, running_sq, weight_scalar, bias_scalar, weight_vector
-
 Tensor interaction_eval_cpu(const Tensor& h_in, const Tensor& node_attr_in, const Tensor& edge_index,
                             const Tensor& basis, const Tensor& vectors, at::TensorList radial, double radial_eps,
                             bool output_relu, at::TensorList mixing, at::TensorList plan, int64_t dim_out,
