@@ -71,17 +71,15 @@ class CuequivarianceConv(nn.Module):
         in_off = [0]
         for mul, ir in e3nn_tp.irreps_in1:
             in_off.append(in_off[-1] + mul * ir.dim)
-        # e3nn's weight and output offsets of each path.
-        w_off, o_off = [0], [0]
-        for p, ins in enumerate(e3nn_tp.instructions):
-            mul, ir = e3nn_tp.irreps_out[p]
+        # e3nn's weight offset of each path.
+        w_off = [0]
+        for ins in e3nn_tp.instructions:
             w_off.append(w_off[-1] + ins.path_shape[0])
-            o_off.append(o_off[-1] + mul * ir.dim)
         path_of = {(ins.i_in1, ins.i_in2, e3nn_tp.irreps_out[p][1].l): p for p, ins in enumerate(e3nn_tp.instructions)}
 
         self.products = nn.ModuleList()
         input_columns, weight_order, output_place = [], [], {}
-        peer_w, peer_o = 0, 0
+        peer_o = 0
         for mul, group in sorted(pieces.items(), reverse=True):
             tp = cuet.ChannelWiseTensorProduct(
                 cue.Irreps("SO3", "+".join(f"{size}x{l}" for _, _, size, l in group)),
@@ -121,7 +119,6 @@ class CuequivarianceConv(nn.Module):
                     weight_order.append(w_off[p] + first + u)
                     output_place[(p, first + u)] = range(peer_o + u * d, peer_o + (u + 1) * d)
                 peer_o += size * d
-            peer_w += tp.weight_numel
             self.products.append(tp)
         self.weight_split = [tp.weight_numel for tp in self.products]
         for k, columns in enumerate(input_columns):
@@ -142,12 +139,11 @@ class CuequivarianceConv(nn.Module):
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor, edge_radial: torch.Tensor):
         weights = self.radial(edge_radial).split(self.weight_split, dim=1)
-        buffers = dict(self.named_buffers())
         summed = [
             tp(
-                x.index_select(1, buffers[f"input_columns_{k}"]),
+                x.index_select(1, getattr(self, f"input_columns_{k}")),
                 edge_sh,
-                w.contiguous() if len(self.products) > 1 else w,
+                w.contiguous(),
                 indices_1=edge_index[0],
                 indices_out=edge_index[1],
                 size_out=x.shape[0],
