@@ -7,6 +7,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch import nn
 
+from glassmd.model.fused_kernel import fused_kernel_available
+
 __all__ = ["RadialMLP", "BitDropout"]
 
 
@@ -42,9 +44,7 @@ class BitDropout(nn.Module):
 
     def draw(self, rows: int, device: torch.device) -> torch.Tensor:
         """``[rows, 1]`` int32: one uniform 31-bit integer per row, whose bit ``c`` keeps column ``c``
-        (:meth:`draw_rows`; in TorchScript, ``random_``)."""
-        if torch.jit.is_scripting():  # (TorchScript compiles only this branch)
-            return torch.empty((rows, 1), dtype=torch.int32, device=device).random_()
+        (:meth:`draw_rows`)."""
         return self.draw_rows(rows, device).view(rows, 1)
 
     def draw_rows(self, rows: int, device: torch.device, order: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -53,13 +53,12 @@ class BitDropout(nn.Module):
         On the CPU with the compiled kernels, ``glassmd::dropout_bits`` expands one seed drawn from torch's
         generator, a counter-based generator: the draws of any order of the rows come without a gather (torch's
         ``random_`` took 78 us for the 40k edges of N = 1000, 8 times a training step; the counter 10-35 us).
-        Elsewhere ``random_`` on an int32 tensor, which draws over its whole non-negative range (half the time of
-        ``randint`` with a bound), then a gather."""
-        from glassmd.model.fused_kernel import fused_kernel_available
-
-        if device.type == "cpu" and fused_kernel_available():
-            seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64))
-            return torch.ops.glassmd.dropout_bits(seed, rows, order)
+        Elsewhere, and in TorchScript, ``random_`` on an int32 tensor, which draws over its whole non-negative range
+        (half the time of ``randint`` with a bound), then a gather."""
+        if not torch.jit.is_scripting():  # (TorchScript compiles only the torch draws below)
+            if device.type == "cpu" and fused_kernel_available():
+                seed = int(torch.randint(-(2**63), 2**63 - 1, (), dtype=torch.int64))
+                return torch.ops.glassmd.dropout_bits(seed, rows, order)
         drawn = torch.empty(rows, dtype=torch.int32, device=device).random_()
         return drawn if order is None else drawn.index_select(0, order)
 
@@ -157,12 +156,7 @@ class RadialMLP(nn.Module):
         dropout = self.net[3]
         drop = dropout.training and dropout.p == 0.5
         if drop:
-            if torch.jit.is_scripting():  # (TorchScript compiles only this branch)
-                draws = dropout.draw(n_edges, radial.device).view(-1)
-                if order is not None:
-                    draws = draws.index_select(0, order)
-            else:
-                draws = dropout.draw_rows(n_edges, radial.device, order)
+            draws = dropout.draw_rows(n_edges, radial.device, order)
         else:
             draws = torch.zeros(n_edges, dtype=torch.int32, device=radial.device)
         with torch.no_grad():
