@@ -19,30 +19,26 @@ import copy
 import os
 import sys
 
+import numpy as np
 import torch
 
+import bench_model
 from bench_model import build_model, configuration
 
 
 def timed(fn, repeats, device):
-    """(min, median) seconds of ``fn`` over ``repeats`` calls."""
+    """(min, median) seconds of ``fn`` over ``repeats`` calls: CUDA-event times on a GPU, else bench_model's."""
+    if device.type != "cuda":
+        return bench_model.timed(fn, repeats)
     times = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            stop.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(stop) / 1e3)
-        else:
-            import time
-
-            begin = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - begin)
-    times.sort()
-    return times[0], times[len(times) // 2]
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        stop.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(stop) / 1e3)
+    return min(times), float(np.median(times))
 
 
 def peak_bytes(fn, device):
@@ -81,7 +77,7 @@ def main():
     if missing:
         print(f"# cuEquivariance peer: {missing}")
     else:
-        implementations["cuequivariance"] = cuequivariance_network(copy.deepcopy(reference))
+        implementations["cuequivariance"] = cuequivariance_network(reference)
         print(f"# cuEquivariance peer: {cuequivariance_engine(device)}")
 
     for n in args.sizes:

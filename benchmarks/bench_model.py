@@ -116,7 +116,7 @@ def peer_line(reference, graph, fast, repeats):
         print(f"# cuEquivariance peer: {missing}")
         return
     with torch.no_grad():
-        peer = cuequivariance_network(copy.deepcopy(reference))
+        peer = cuequivariance_network(reference)
         peer(*graph)
         t = timed(lambda: peer(*graph), repeats)
         err = float((peer(*graph) - reference(*graph)).abs().max())

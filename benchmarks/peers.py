@@ -6,8 +6,8 @@ the receivers fused into the call (``indices_1``, ``indices_out``). It runs CUDA
 ``cuequivariance-ops-torch`` package is installed and its torch fallback elsewhere (the CPU). Its SO(3)
 Clebsch-Gordan coefficients and path normalization are e3nn's; it lists the paths by l_out (stable in e3nn's
 order), so the radial filters' last layer is permuted once to that order and the outputs are gathered back to
-e3nn's before the channel mixing. Everything else (radial MLPs, mixing, batch norms, readout) is the e3nn
-reference's own modules, so the peer computes the reference's function: the benchmarks print the difference.
+e3nn's before the channel mixing. Everything else (radial MLPs, mixing, batch norms, readout) is a copy of
+the e3nn reference's own modules, so the peer computes the reference's function: the benchmarks print the difference.
 
 OpenEquivariance is not on the package registries this project installs from, so it has no peer here.
 """
@@ -44,7 +44,8 @@ def cuequivariance_engine(device: torch.device) -> str:
 
 class CuequivarianceConv(nn.Module):
     """:class:`glassmd.model.conv.EquivariantConv` (e3nn reference path) with its tensor product, gather and
-    scatter done by ``cuequivariance_torch.ChannelWiseTensorProduct`` calls.
+    scatter done by ``cuequivariance_torch.ChannelWiseTensorProduct`` calls. It takes over ``conv``'s radial MLP
+    (whose last rows it permutes) and mixing.
 
     cuEquivariance's fast kernels need one multiplicity for all inputs of a product, and a layer's input has 6
     channels of l = 0 (4 hidden, 2 types) and 4 of l > 0. So the input blocks are cut into pieces of ``channels``
@@ -129,15 +130,24 @@ class CuequivarianceConv(nn.Module):
             for u in range(mul):
                 order.extend(output_place[(p, u)])
         self.register_buffer("output_order", torch.tensor(order, device=device))
-        # The radial filters' last layer, its rows in the products' weight order (an output ReLU commutes).
-        self.radial = copy.deepcopy(conv.radial)
+        # The radial filters' last layer, its rows put in the products' weight order (an output ReLU commutes).
+        self.radial = conv.radial
+        last = self.radial.net[4]
         rows = torch.tensor(weight_order, device=device)
         with torch.no_grad():
-            self.radial.net[4].weight.copy_(conv.radial.net[4].weight[rows])
-            self.radial.net[4].bias.copy_(conv.radial.net[4].bias[rows])
+            last.weight.copy_(last.weight[rows])
+            last.bias.copy_(last.bias[rows])
         self.mix = conv.mix
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor, edge_radial: torch.Tensor):
+    def forward(
+        self,
+        x: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+        edge_frame: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """The call of :class:`EquivariantConv` on the e3nn path (``edge_frame`` None)."""
         weights = self.radial(edge_radial).split(self.weight_split, dim=1)
         summed = [
             tp(
@@ -153,32 +163,9 @@ class CuequivarianceConv(nn.Module):
         return self.mix(torch.cat(summed, dim=1).index_select(1, self.output_order))
 
 
-class CuequivarianceNetwork(nn.Module):
-    """A :class:`glassmd.model.GlassGNN`'s function with :class:`CuequivarianceConv` layers (its other modules
-    shared: change the model's weights and the peer follows, except the radial filters' last layers, copied)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.convs = nn.ModuleList(CuequivarianceConv(layer.conv) for layer in model.layers)
-
-    def forward(self, types: torch.Tensor, edge_index: torch.Tensor, edge_vec: torch.Tensor) -> torch.Tensor:
-        model = self.model
-        node_attr = model.node_attributes(types)
-        edge_sh, edge_radial = model.edge_embedding(edge_vec)
-        h = node_attr
-        for layer, conv in zip(model.layers, self.convs):
-            if layer.first:
-                h = layer.norm(conv(node_attr, edge_index, edge_sh, edge_radial))
-            else:
-                c = layer.channels
-                x = torch.cat([h[:, :c], node_attr, h[:, c:]], dim=1)
-                h = layer.norm(h + conv(x, edge_index, edge_sh, edge_radial))
-        return model.readout(h)
-
-
 def cuequivariance_network(model: nn.Module) -> nn.Module:
-    """The cuEquivariance peer of ``model`` (a GlassGNN; its e3nn modules are shared), in ``model``'s mode."""
+    """The cuEquivariance peer of ``model`` (a GlassGNN): a copy on the e3nn reference path whose convolutions are
+    :class:`CuequivarianceConv`; the layers, embedding and readout run as in the reference."""
     reason = cuequivariance_missing()
     if reason:
         raise RuntimeError(reason)
@@ -187,5 +174,7 @@ def cuequivariance_network(model: nn.Module) -> nn.Module:
     # It warns on every call that it falls back to torch where its CUDA kernels are missing: cuequivariance_engine
     # says so once.
     warnings.filterwarnings("ignore", message=".*cuequivariance_ops_torch is not available.*")
-    peer = CuequivarianceNetwork(model)
-    return peer.train(model.training)
+    peer = copy.deepcopy(model).set_implementation("e3nn")
+    for layer in peer.layers:
+        layer.conv = CuequivarianceConv(layer.conv)
+    return peer
