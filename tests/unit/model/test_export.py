@@ -1,6 +1,8 @@
 """The exported TorchScript file: round trip, metadata, layer-by-layer evaluation with ghost exchange."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -37,6 +39,23 @@ def test_round_trip_plain_torch_jit_load(tmp_path, ka_small, dtype, tolerance):
         got = loaded(pos, t, edge_index, ev)
     assert got.shape == (len(types), 2) and got.dtype == dtype
     torch.testing.assert_close(got, expected, atol=tolerance, rtol=0)
+
+
+def test_readme_loading_snippet_in_a_fresh_interpreter(tmp_path):
+    """The README's recipe for plain torch: `import glassmd.model` alone registers the operators that
+    torch.jit.load resolves when it reads the file (in this process other imports already did)."""
+    model = _trained_looking(GlassGNN.create(CONFIG))
+    path = export_model(model, tmp_path / "model.pt")
+    script = (
+        "import json, sys, torch\n"
+        "import glassmd.model\n"
+        "extra = {'metadata.json': ''}\n"
+        "m = torch.jit.load(sys.argv[1], _extra_files=extra)\n"
+        "print(json.loads(m.metadata()) == json.loads(extra['metadata.json']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
 
 
 def test_metadata_in_file_and_method(tmp_path):
