@@ -45,6 +45,17 @@ bool is_keyword(const char *word)
   return false;
 }
 
+// auto, cpu, cuda or cuda:K.  Checked by hand: utils::strmatch() has no groups,
+// so "^cuda(:[0-9]+)?$" matched nothing and every cuda device was rejected.
+bool is_device(const std::string &word)
+{
+  if (word == "auto" || word == "cpu" || word == "cuda") return true;
+  if (word.compare(0, 5, "cuda:") != 0 || word.size() == 5) return false;
+  for (size_t k = 5; k < word.size(); k++)
+    if (word[k] < '0' || word[k] > '9') return false;
+  return true;
+}
+
 // Holds the GIL for one scope, whether Python was started by this plugin
 // (GIL released after start-up) or by a program driving LAMMPS from Python.
 class GIL {
@@ -135,6 +146,15 @@ std::string import_bridge()
   }
   imported = true;
   return "";
+}
+
+// The custom per-atom property named by the property keyword: its name without the optional
+// d_ or d2_ prefix (atom->find_custom() and fix property/atom know it by the bare name).
+std::string property_base(const std::string &name)
+{
+  if (utils::strmatch(name, "^d2_")) return name.substr(3);
+  if (utils::strmatch(name, "^d_")) return name.substr(2);
+  return name;
 }
 
 bool python_usable()
@@ -281,11 +301,25 @@ void FixGlassGNN::parse_keywords(int narg, char **arg, std::vector<std::string> 
     } else if (keyword == "output" || keyword == "device" || keyword == "property") {
       if (iarg + 2 > narg) utils::missing_cmd_args(FLERR, "fix glassgnn " + keyword, error);
       std::string word = arg[iarg + 1];
-      if (keyword == "output") output = word;
-      else if (keyword == "property") property_name = word;
-      else {
-        if (word != "auto" && word != "cpu" && !utils::strmatch(word, "^cuda(:[0-9]+)?$"))
-          error->all(FLERR, "Fix glassgnn: device must be cpu, cuda or auto, got {}", word);
+      if (keyword == "output") {
+        output = word;
+      } else if (keyword == "property") {
+        // only names that fix property/atom can define; d2_name[n] or i_name would be
+        // looked up as names that can never exist
+        const std::string base = property_base(word);
+        if (utils::strmatch(word, "^i2?_") || base.empty() || !utils::is_id(base))
+          error->all(FLERR,
+                     "Fix glassgnn: property must name a floating-point per-atom property of fix "
+                     "property/atom, as name, d_name or d2_name (letters, digits, underscores), "
+                     "got {}",
+                     word);
+        property_name = word;
+      } else {
+        if (!is_device(word))
+          error->all(FLERR,
+                     "Fix glassgnn: device must be auto, cpu, cuda or cuda:K (K a GPU index), "
+                     "got {}",
+                     word);
         device = word;
       }
       iarg += 2;
@@ -362,25 +396,42 @@ void FixGlassGNN::select_outputs(const std::string &output)
 
 void FixGlassGNN::find_property()
 {
-  std::string name = property_name;
-  if (utils::strmatch(name, "^d2_")) name = name.substr(3);
-  else if (utils::strmatch(name, "^d_")) name = name.substr(2);
-  const std::string wanted =
-      (nvalues == 1) ? fmt::format("d_{}", name) : fmt::format("d2_{}[{}]", name, nvalues);
+  // One stored value goes to a vector (fix property/atom d_name), n values to an array with n
+  // columns (fix property/atom d2_name n: the column count is a separate argument).
+  const std::string name = property_base(property_name);
+  auto definition = [this](const std::string &base) {
+    return nvalues == 1 ? fmt::format("d_{}", base) : fmt::format("d2_{} {}", base, nvalues);
+  };
+  std::string stored;
+  for (int m = 0; m < nvalues; m++)
+    stored += fmt::format("{}{}", m ? " " : "", model_output_names[columns[m]]);
 
   int flag = 0, cols = 0;
   property_index = atom->find_custom(name.c_str(), flag, cols);
   if (property_index < 0)
     error->all(FLERR,
                "Fix glassgnn: property {} does not exist; define it before this fix with "
-               "`fix ID all property/atom {}`",
-               property_name, wanted);
-  if (flag != 1 || (nvalues == 1 && cols != 0) || (nvalues > 1 && cols != nvalues))
-    error->all(FLERR,
-               "Fix glassgnn: property {} must be a floating-point per-atom {} ({}) to hold the {} "
-               "stored value(s)",
-               property_name, nvalues == 1 ? "vector" : "array", wanted, nvalues);
-  property_cols = cols;
+               "`fix ID all property/atom {}` (to hold {})",
+               property_name, definition(name), stored);
+  if (flag == 1 && cols == (nvalues == 1 ? 0 : nvalues)) {
+    property_cols = cols;
+    return;
+  }
+
+  // The name is taken by a property of another kind, which fix property/atom cannot redefine:
+  // suggest a name still free.
+  const std::string kind =
+      fmt::format("{} per-atom {}", flag == 1 ? "a floating-point" : "an integer",
+                  cols ? fmt::format("array with {} columns", cols) : std::string("vector"));
+  std::string fresh = fmt::format("{}_{}", name, id);
+  for (int k = 2; atom->find_custom(fresh.c_str(), flag, cols) >= 0; k++)
+    fresh = fmt::format("{}_{}_{}", name, id, k);
+  error->all(FLERR,
+             "Fix glassgnn: property {} is {}, but this fix stores {} value(s) per atom ({}); "
+             "define a new property before this fix with `fix ID all property/atom {}` and use "
+             "`property {}{}` in this fix{}",
+             property_name, kind, nvalues, stored, definition(fresh), nvalues == 1 ? "d_" : "d2_",
+             fresh, nvalues > 1 ? ", or store one output with the output keyword" : "");
 }
 
 /* ---------------------------------------------------------------------- */
@@ -454,6 +505,7 @@ void FixGlassGNN::end_of_step()
 
 void FixGlassGNN::evaluate()
 {
+  check_positions();
   neighbor->build_one(list);
 
   const int nlocal = atom->nlocal;
@@ -566,6 +618,44 @@ void FixGlassGNN::evaluate()
   }
   if (property_index >= 0) copy_to_property();
   last_evaluation = update->ntimestep;
+}
+
+/* ----------------------------------------------------------------------
+   stop with the ID of an atom whose position is NaN or inf (a run gone
+   unstable).  LAMMPS checks positions only when it reneighbors; without
+   this check they would reach the model as edge vectors naming no atom.
+------------------------------------------------------------------------- */
+
+void FixGlassGNN::check_positions()
+{
+  const int nlocal = atom->nlocal;
+  double **x = atom->x;
+  const int *type = atom->type;
+  int mine = 0;
+  tagint lowest_mine = MAXTAGINT;
+  for (int i = 0; i < nlocal; i++) {
+    if (type_map[type[i]] < 0) continue;    // not in the graph
+    if (std::isfinite(x[i][0]) && std::isfinite(x[i][1]) && std::isfinite(x[i][2])) continue;
+    // without atom IDs, the 1-based index among this rank's atoms (atom_modify id no)
+    const tagint name = atom->tag_enable ? atom->tag[i] : (tagint) i + 1;
+    lowest_mine = MIN(lowest_mine, name);
+    mine++;
+  }
+  int total = 0;
+  MPI_Allreduce(&mine, &total, 1, MPI_INT, MPI_SUM, world);
+  if (total == 0) return;
+  tagint lowest = lowest_mine;
+  MPI_Allreduce(&lowest_mine, &lowest, 1, MPI_LMP_TAGINT, MPI_MIN, world);
+  const std::string which =
+      fmt::format("{} {}", atom->tag_enable ? "atom" : "local atom", lowest);
+  const std::string what = (total == 1)
+      ? fmt::format("{} has a non-finite position (NaN or inf)", which)
+      : fmt::format("{} atoms have non-finite positions (NaN or inf), the lowest-numbered {}",
+                    total, which);
+  error->all(FLERR,
+             "Fix glassgnn: {} at step {}; the simulation is unstable (check the timestep and the "
+             "starting structure)",
+             what, update->ntimestep);
 }
 
 /* ----------------------------------------------------------------------

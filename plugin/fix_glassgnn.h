@@ -86,6 +86,7 @@ class FixGlassGNN : public Fix {
   void select_outputs(const std::string &);
   void find_property();
   void evaluate();
+  void check_positions();
   void evaluate_layer_by_layer(bool active, int nnodes);
   void copy_from_property();
   void copy_to_property();
