@@ -243,7 +243,15 @@ def load_model_file(path: str | os.PathLike, map_location: str | torch.device = 
         If the file is missing, is not a TorchScript archive, carries no glassmd metadata, or was written
         by an incompatible glassmd.
     """
+    from glassmd.model.file_errors import archive_kind, first_file_in, torch_error_line
+
     path = Path(path)
+    if path.is_dir():
+        inside = first_file_in(path, ("model.pt",))
+        raise ModelFileError(
+            f"model file {str(path)!r} is a directory, not a model file"
+            + (f"; did you mean {str(inside)!r}?" if inside else "")
+        )
     if not path.is_file():
         raise ModelFileError(f"model file {str(path)!r} does not exist")
     extra = {_METADATA_FILE: ""}
@@ -253,9 +261,23 @@ def load_model_file(path: str | os.PathLike, map_location: str | torch.device = 
             warnings.simplefilter("ignore")
             module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
     except Exception as exc:  # torch raises RuntimeError/ValueError with long C++ traces for junk files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        kind = archive_kind(path)
+        if kind in ("training checkpoint", "checkpoint"):
+            # The commonest mix-up: a run's best.ckpt / last.ckpt given where its exported model.pt belongs.
+            exported = first_file_in(path.parent, ("model.pt",)) if path.name != "model.pt" else None
+            raise ModelFileError(
+                f"model file {str(path)!r} is a glassmd {kind}, not an exported model; export it with "
+                f"`glassmd export --checkpoint {path} -o model.pt`"
+                + (f" (or use {str(exported)!r}, the model exported beside it)" if exported else "")
+            ) from None
+        if kind == "torch.save":
+            raise ModelFileError(
+                f"model file {str(path)!r} was written by torch.save, not exported as a TorchScript model; "
+                "write one with `glassmd export`"
+            ) from None
         raise ModelFileError(
-            f"model file {str(path)!r} is not a readable TorchScript model (corrupt or not a model): {first_line}"
+            f"model file {str(path)!r} is not a readable TorchScript model (corrupt or not a model): "
+            f"{torch_error_line(exc)}"
         ) from None
     if not extra[_METADATA_FILE]:
         raise ModelFileError(

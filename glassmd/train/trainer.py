@@ -205,8 +205,7 @@ def _load_init(path: str | Path):
     from glassmd.model import ModelConfig, load_model_file
 
     path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"--init {str(path)!r} does not exist")
+    _check_init_path(path)
     payload = None
     try:
         import warnings
@@ -223,6 +222,18 @@ def _load_init(path: str | Path):
         raise ModelFileError(f"--init {str(path)!r}: model file metadata has no 'config'")
     state = {k[len("model."):]: v for k, v in module.state_dict().items() if k.startswith("model.")}
     return ModelConfig.from_dict(meta["config"]), state
+
+
+def _check_init_path(path: Path) -> None:
+    """--init names a file: a directory (a run) gets a suggestion of the file in it."""
+    if path.is_dir():
+        from glassmd.model.file_errors import first_file_in
+
+        inside = first_file_in(path, ("model.pt", "best.ckpt"))
+        raise ModelFileError(f"--init {str(path)!r} is a directory, not a model file or checkpoint"
+                             + (f"; did you mean {str(inside)!r}?" if inside else ""))
+    if not path.is_file():
+        raise ModelFileError(f"--init {str(path)!r} does not exist")
 
 
 def _apply_init_state(net, state: dict, source: str) -> list[str]:
@@ -653,8 +664,8 @@ def _train(options: TrainOptions) -> TrainResult:
         raise GlassmdError("--max-epochs-this-run must be >= 1")
     _check_new_run_dir(run_dir)
     files = find_dump_files(options.inputs)
-    if options.init is not None and not Path(options.init).is_file():
-        raise ModelFileError(f"--init {str(options.init)!r} does not exist")
+    if options.init is not None:
+        _check_init_path(Path(options.init))
     dist, device = _setup_distributed(options.device)
     labelled, split = _prepare(run_dir, config, config.times, files,
                                Path(options.split_file) if options.split_file else None, fresh=True)
