@@ -7,8 +7,11 @@ an output is replaced by the prediction in the output file (the input file is ne
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -68,8 +71,11 @@ def predict_files(model_path: str | Path, inputs: Sequence[str | Path], output: 
                   types: Sequence[str] | None = None, device: str = "cpu", quiet: bool = False) -> list[Path]:
     """Predict every frame of ``inputs`` and write the results.
 
-    ``output`` is a dump file receiving the frames of all inputs in order, or an existing directory
-    receiving one file per input under the input's name.
+    ``output`` is a dump file receiving the frames of all inputs in order, or a directory receiving one
+    file per input under the input's name: an existing directory, or a path ending in ``/`` (created).
+
+    All or nothing: every input is read and predicted before any output replaces its target, so a bad
+    input leaves the output file or directory as it was; each output file is written atomically.
 
     Returns
     -------
@@ -80,44 +86,122 @@ def predict_files(model_path: str | Path, inputs: Sequence[str | Path], output: 
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise GlassmdError(f"--device {device}: CUDA is not available on this machine")
-    module, metadata = load_model_file(model_path, map_location=device)
-    module.eval()
-    names = list(metadata["output_names"])
-    type_map = lammps_type_map(metadata["type_names"], types)
     inputs = [Path(p) for p in inputs]
     if not inputs:
         raise InputError("no input dump files given")
     for path in inputs:
+        if path.is_dir():
+            raise InputError(f"input {str(path)!r} is a directory; give the dump files in it")
         if not path.is_file():
             raise InputError(f"input {str(path)!r} does not exist")
-    output = Path(output)
-    into_directory = output.is_dir()
-    if into_directory:
-        targets = [output / path.name for path in inputs]
-    else:
-        targets = [output]
-    resolved_inputs = {p.resolve() for p in inputs}
-    for target in targets:
-        if target.resolve() in resolved_inputs:
-            raise InputError(f"output {str(target)!r} is also an input: choose another output so the input is kept")
+    into_directory, targets = _output_targets(inputs, output)
+    module, metadata = load_model_file(model_path, map_location=device)
+    module.eval()
+    names = list(metadata["output_names"])
+    type_map = lammps_type_map(metadata["type_names"], types)
 
-    written: list[Path] = []
-    pending = []
-    for path in inputs:
+    def predicted(path: Path) -> list:
         frames = read_dump(path)
         result = [
             _with_predictions(frame, names, predict_frame(module, metadata, frame, type_map, device,
                                                           where=f"{path}: frame {k}"))
             for k, frame in enumerate(frames)
         ]
-        if not into_directory:
-            pending.extend(result)
-        else:
-            write_dump(output / path.name, result)
-            written.append(output / path.name)
         if not quiet:
             print(f"{path}: {len(frames)} frame(s) predicted", file=sys.stderr)
+        return result
+
     if not into_directory:
-        write_dump(output, pending)
-        written.append(output)
-    return written
+        write_dump(targets[0], [frame for path in inputs for frame in predicted(path)])
+        return list(targets)
+    created = _make_directories(targets[0].parent)
+    staged: list[Path] = []
+    try:
+        # Each input's file is complete under a temporary name before the next input is read (memory holds
+        # one input at a time); only when all are written do they replace their targets.
+        for path, target in zip(inputs, targets):
+            temporary = _temporary_beside(target)
+            staged.append(temporary)
+            write_dump(temporary, predicted(path))
+        for temporary, target in zip(staged, targets):
+            try:
+                os.replace(temporary, target)
+            except OSError as exc:
+                raise GlassmdError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+    except BaseException:
+        for temporary in staged:
+            temporary.unlink(missing_ok=True)
+        for folder in reversed(created):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if still empty
+        raise
+    return list(targets)
+
+
+def _output_targets(inputs: Sequence[Path], output: str | Path) -> tuple[bool, list[Path]]:
+    """(into a directory?, the files to write), checked before any input is read.
+
+    A trailing ``/`` marks a directory even when it does not exist yet (``Path`` drops it, so it is read
+    from the string as given).
+    """
+    text = os.fspath(output)
+    marked_directory = text.endswith(("/", os.sep))
+    output = Path(text)
+    if marked_directory and output.exists() and not output.is_dir():
+        raise InputError(f"output {text!r} names a directory, but {str(output)!r} is a file")
+    into_directory = marked_directory or output.is_dir()
+    if into_directory:
+        targets = [output / path.name for path in inputs]
+        by_name: dict[str, list[Path]] = {}
+        for path in inputs:
+            by_name.setdefault(path.name, []).append(path)
+        clashes = {name: paths for name, paths in by_name.items() if len(paths) > 1}
+        if clashes:
+            name, paths = next(iter(clashes.items()))
+            raise InputError(
+                f"inputs {', '.join(repr(str(p)) for p in paths)} would all be written to "
+                f"{str(output / name)!r} (one output file per input name); predict them into separate "
+                "directories, or into one dump file"
+            )
+        for target in targets:
+            if target.is_dir():
+                raise InputError(f"output {str(target)!r} is a directory")
+    else:
+        if not output.parent.is_dir():
+            raise InputError(f"cannot write output {text!r}: directory {str(output.parent)!r} does not exist")
+        targets = [output]
+    resolved_inputs = {p.resolve() for p in inputs}
+    for target in targets:
+        if target.resolve() in resolved_inputs:
+            raise InputError(f"output {str(target)!r} is also an input: choose another output so the input is kept")
+    return into_directory, targets
+
+
+def _make_directories(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; the ones created, outermost first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    created: list[Path] = []
+    for path in reversed(missing):
+        try:
+            path.mkdir()
+        except OSError as exc:
+            for done in reversed(created):
+                with contextlib.suppress(OSError):
+                    done.rmdir()
+            raise GlassmdError(f"cannot create the output directory {str(path)!r}: {exc.strerror or exc}") from None
+        created.append(path)
+    return created
+
+
+def _temporary_beside(target: Path) -> Path:
+    """An unused hidden name beside ``target``, with the same compression suffix (write_dump gzips .gz)."""
+    suffix = ".gz" if target.name.endswith(".gz") else ""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{suffix}", dir=target.parent)
+    except OSError as exc:
+        raise GlassmdError(f"cannot write in {str(target.parent)!r}: {exc.strerror or exc}") from None
+    os.close(fd)
+    return Path(name)

@@ -82,3 +82,83 @@ def test_predict_refuses_to_overwrite_its_input(tmp_path, capsys, reference_run)
     assert main(["predict", str(reference_run / "model.pt"), str(path), "-o", str(path)]) == 2
     assert "also an input" in capsys.readouterr().err
     assert path.read_bytes() == before
+
+
+def _listing(folder):
+    """Every entry below ``folder`` (hidden temporary files included) with its bytes."""
+    return {p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_predict_refuses_inputs_whose_names_clash_in_the_output_directory(tmp_path, capsys, reference_run):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_dump(tmp_path / "a" / "x.dump", synthetic_frames(1, 100, seed=3))
+    write_dump(tmp_path / "b" / "x.dump", synthetic_frames(1, 100, seed=4))
+    outdir = tmp_path / "predictions"
+    outdir.mkdir()
+    status = main(["predict", str(reference_run / "model.pt"), str(tmp_path / "a" / "x.dump"),
+                   str(tmp_path / "b" / "x.dump"), "-o", str(outdir), "-q"])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert str(tmp_path / "a" / "x.dump") in err and str(tmp_path / "b" / "x.dump") in err
+    assert str(outdir / "x.dump") in err
+    assert list(outdir.iterdir()) == []
+
+
+@pytest.mark.parametrize("broken", ["truncated", "missing_column"])
+def test_predict_into_a_directory_writes_nothing_when_an_input_is_bad(tmp_path, capsys, reference_run, broken):
+    good = tmp_path / "good.dump"
+    write_dump(good, synthetic_frames(2, 100, seed=3))
+    bad = tmp_path / "bad.dump"
+    write_dump(bad, synthetic_frames(2, 100, seed=5))
+    text = bad.read_text()
+    if broken == "truncated":
+        bad.write_text(text[: len(text) * 3 // 4])  # the second frame ends in the middle of its atoms
+    else:
+        bad.write_text(text.replace("ITEM: ATOMS id type", "ITEM: ATOMS id kind", 1))
+    outdir = tmp_path / "predictions"
+    outdir.mkdir()
+    (outdir / "good.dump").write_text("the user's earlier prediction\n")
+    (outdir / "notes.txt").write_text("unrelated\n")
+    before = _listing(outdir)
+    status = main(["predict", str(reference_run / "model.pt"), str(good), str(bad), "-o", str(outdir), "-q"])
+    err = capsys.readouterr().err
+    assert status == 2 and "bad.dump" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert _listing(outdir) == before  # no new file, no temporary left, the old good.dump untouched
+
+    # A directory named with a trailing slash that did not exist is not left behind either.
+    fresh = tmp_path / "fresh"
+    assert main(["predict", str(reference_run / "model.pt"), str(good), str(bad), "-o", f"{fresh}/", "-q"]) == 2
+    assert not fresh.exists()
+    # With the bad input left out, the same command writes the good one.
+    assert main(["predict", str(reference_run / "model.pt"), str(good), "-o", str(outdir), "-q"]) == 0
+    assert len(read_dump(outdir / "good.dump")) == 2
+    assert sorted(p.name for p in outdir.iterdir()) == ["good.dump", "notes.txt"]
+
+
+def test_predict_output_with_a_trailing_slash_is_a_new_directory(tmp_path, capsys, reference_run):
+    write_dump(tmp_path / "x.dump", synthetic_frames(1, 100, seed=3))
+    write_dump(tmp_path / "y.dump.gz", synthetic_frames(2, 90, seed=4))
+    target = tmp_path / "new" / "deeper"
+    assert main(["predict", str(reference_run / "model.pt"), str(tmp_path / "x.dump"), str(tmp_path / "y.dump.gz"),
+                 "-o", f"{target}/", "-q"]) == 0
+    assert target.is_dir()
+    assert sorted(p.name for p in target.iterdir()) == ["x.dump", "y.dump.gz"]
+    assert len(read_dump(target / "x.dump")) == 1 and len(read_dump(target / "y.dump.gz")) == 2
+    assert "propensity_t10" in read_dump(target / "y.dump.gz")[1].columns
+    # Without the slash, a path that does not exist is one output file, as before.
+    assert main(["predict", str(reference_run / "model.pt"), str(tmp_path / "x.dump"), "-o",
+                 str(tmp_path / "plain"), "-q"]) == 0
+    assert (tmp_path / "plain").is_file() and len(read_dump(tmp_path / "plain")) == 1
+
+
+def test_predict_trailing_slash_on_an_existing_file_is_refused(tmp_path, capsys, reference_run):
+    write_dump(tmp_path / "x.dump", synthetic_frames(1, 100, seed=3))
+    existing = tmp_path / "result"
+    existing.write_text("keep me\n")
+    status = main(["predict", str(reference_run / "model.pt"), str(tmp_path / "x.dump"), "-o", f"{existing}/"])
+    err = capsys.readouterr().err
+    assert status == 2 and "names a directory" in err and "is a file" in err
+    assert existing.read_text() == "keep me\n"
