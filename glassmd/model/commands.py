@@ -15,35 +15,58 @@ SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "shipped" / "glassgnn-k
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Model architecture options; defaults are the paper's."""
+    """Model architecture options; defaults are the paper's.
+
+    The parsed values stay None unless given (:func:`config_from_args` fills in the defaults), so that a
+    command can tell an option the user gave from its default (:func:`given_config_options`).
+    """
     from glassmd.model.config import ModelConfig
 
     d = ModelConfig()
     g = parser.add_argument_group("model architecture (defaults: the paper's)")
-    g.add_argument("--lmax", type=int, default=d.l_max, help=f"highest rotational order (default {d.l_max})")
-    g.add_argument("--channels", type=int, default=d.channels, help=f"hidden channels per l (default {d.channels})")
-    g.add_argument("--layers", type=int, default=d.layers, help=f"convolution layers (default {d.layers})")
-    g.add_argument("--cutoff", type=float, default=d.cutoff, help=f"graph cutoff d_c (default {d.cutoff:g})")
-    g.add_argument("--n-radial", type=int, default=d.n_radial, help=f"Bessel functions (default {d.n_radial})")
-    g.add_argument("--radial-hidden", type=int, default=d.radial_hidden, help="radial MLP width (default 16)")
-    g.add_argument("--dropout", type=float, default=d.dropout, help=f"radial MLP dropout (default {d.dropout:g})")
-    g.add_argument("--types", nargs="+", default=list(d.type_names), help="particle type names (default A B)")
-    g.add_argument("--outputs", nargs="+", default=None, help="output names (default: propensity)")
+    g.add_argument("--lmax", type=int, help=f"highest rotational order (default {d.l_max})")
+    g.add_argument("--channels", type=int, help=f"hidden channels per l (default {d.channels})")
+    g.add_argument("--layers", type=int, help=f"convolution layers (default {d.layers})")
+    g.add_argument("--cutoff", type=float, help=f"graph cutoff d_c (default {d.cutoff:g})")
+    g.add_argument("--n-radial", type=int, help=f"Bessel functions (default {d.n_radial})")
+    g.add_argument("--radial-hidden", type=int, help=f"radial MLP width (default {d.radial_hidden})")
+    g.add_argument("--dropout", type=float, help=f"radial MLP dropout (default {d.dropout:g})")
+    g.add_argument("--types", nargs="+", help=f"particle type names (default {' '.join(d.type_names)})")
+    g.add_argument("--outputs", nargs="+", help="output names (default: propensity)")
+
+
+# (argument attribute, option) of add_config_arguments, in the order of --help.
+_CONFIG_OPTIONS = (
+    ("lmax", "--lmax"), ("channels", "--channels"), ("layers", "--layers"), ("cutoff", "--cutoff"),
+    ("n_radial", "--n-radial"), ("radial_hidden", "--radial-hidden"), ("dropout", "--dropout"),
+    ("types", "--types"), ("outputs", "--outputs"),
+)
+
+
+def given_config_options(args) -> list[str]:
+    """The architecture options given on the command line (``["--lmax", "--types"]``)."""
+    return [option for attribute, option in _CONFIG_OPTIONS if getattr(args, attribute, None) is not None]
 
 
 def config_from_args(args) -> "ModelConfig":
     from glassmd.model.config import ModelConfig
 
+    d = ModelConfig()
+
+    def value(attribute: str, default):
+        given = getattr(args, attribute, None)
+        return default if given is None else given
+
     outputs = tuple(args.outputs) if args.outputs else ("propensity",)
     return ModelConfig(
-        l_max=args.lmax,
-        channels=args.channels,
-        layers=args.layers,
-        cutoff=args.cutoff,
-        n_radial=args.n_radial,
-        radial_hidden=args.radial_hidden,
-        dropout=args.dropout,
-        type_names=tuple(args.types),
+        l_max=value("lmax", d.l_max),
+        channels=value("channels", d.channels),
+        layers=value("layers", d.layers),
+        cutoff=value("cutoff", d.cutoff),
+        n_radial=value("n_radial", d.n_radial),
+        radial_hidden=value("radial_hidden", d.radial_hidden),
+        dropout=value("dropout", d.dropout),
+        type_names=tuple(value("types", d.type_names)),
         output_names=outputs,
         output_times=(None,) * len(outputs),
     )
@@ -80,6 +103,16 @@ def _export(args) -> int:
     dtype = {None: None, "float32": torch.float32, "float64": torch.float64}[args.dtype]
     if args.checkpoint and args.model:
         raise GlassmdError("give --checkpoint or --model, not both")
+    if args.checkpoint or args.model:
+        # The architecture, types, outputs and weights come from the file: an option that would change
+        # them cannot be honoured, and a file that silently differs from what was asked is worse than an error.
+        source = "--model" if args.model else "--checkpoint"
+        ignored = given_config_options(args) + (["--seed"] if args.seed is not None else [])
+        if ignored:
+            raise GlassmdError(
+                f"{source} exports the architecture, types, outputs and weights of {args.model or args.checkpoint} "
+                f"as they are; {', '.join(ignored)} cannot be given with it"
+            )
     if args.model:
         model, metadata = model_from_file(args.model)
         if dtype is not None and model.label_mean.dtype != dtype:
@@ -93,7 +126,7 @@ def _export(args) -> int:
                 f"checkpoint {args.checkpoint} holds a {model.label_mean.dtype} model; omit --dtype to export it as is"
             )
     else:
-        torch.manual_seed(args.seed)
+        torch.manual_seed(0 if args.seed is None else args.seed)
         model = GlassGNN.create(config_from_args(args), dtype or torch.float32)
     path = export_model(model, args.output)
     print(f"wrote {path}")
@@ -122,8 +155,10 @@ def register(subparsers) -> None:
     export.add_argument("--checkpoint", help="training checkpoint to export")
     export.add_argument("--model", help="model file to write again with this glassmd (same weights)")
     export.add_argument(
-        "--dtype", choices=["float32", "float64"], default=None, help="float32 unless the checkpoint says otherwise"
+        "--dtype", choices=["float32", "float64"], default=None,
+        help="dtype of a fresh model (default float32); with --checkpoint or --model, the file's own"
     )
-    export.add_argument("--seed", type=int, default=0, help="initialisation seed without --checkpoint")
+    export.add_argument("--seed", type=int, default=None,
+                        help="initialisation seed of a fresh model (without --checkpoint or --model; default 0)")
     add_config_arguments(export)
     export.set_defaults(func=_export)
