@@ -49,9 +49,20 @@ def _train_or_resume(args) -> int:
     from glassmd.train.config import load_config
 
     if args.resume:
-        if args.inputs or args.config or args.run_dir or args.split or args.init or args.times:
-            raise GlassmdError("--resume RUN_DIR takes its inputs, config and split from RUN_DIR; "
-                               "give no inputs, --times, --config, --run-dir, --split or --init with it")
+        # A resumed run repeats the original exactly (same data, split, schedule and seeds), so everything
+        # that defines a run comes from RUN_DIR; an option that would change it is refused rather than
+        # ignored. (More epochs would need a config.yaml that no longer describes the finished report.)
+        given = [name for name, value in (
+            ("input files", args.inputs), ("--times", args.times), ("--config", args.config),
+            ("--run-dir", args.run_dir), ("--split", args.split), ("--init", args.init),
+            ("--freeze-backbone", args.freeze_backbone), ("--epochs", args.epochs is not None),
+            ("--seed", args.seed is not None), ("--print-config", args.print_config),
+        ) if value]
+        if given:
+            raise GlassmdError(
+                f"--resume RUN_DIR continues the run exactly as configured in RUN_DIR (inputs, config, split, "
+                f"--init); {', '.join(given)} cannot be given with it (start a new run with -o to change them)"
+            )
         from glassmd.train.trainer import resume
 
         result = resume(args.resume, device=args.device, max_epochs_this_run=args.max_epochs_this_run,
@@ -87,11 +98,13 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="exported model file (model.pt of a training run)")
     parser.add_argument("inputs", nargs="+", metavar="INPUT.dump", help="dump files (any number of frames)")
     parser.add_argument("-o", "--output", required=True, metavar="OUTPUT",
-                        help="output dump file (all frames), or an existing directory (one file per input)")
+                        help="output dump file (all frames), or a directory (one file per input, under the "
+                             "input's name): an existing one, or a path ending in / (created)")
     parser.add_argument("--types", nargs="+", metavar="NAME",
                         help="model type name of LAMMPS type 1, 2, ... (default: the model's type order)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
-    parser.add_argument("-q", "--quiet", action="store_true")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress lines (one per input file, on stderr)")
 
 
 def predict_command(args) -> int:

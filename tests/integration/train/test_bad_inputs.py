@@ -75,3 +75,27 @@ def test_existing_run_is_never_overwritten(tmp_path, capsys, labelled_dir, small
     status, err = _train(capsys, labelled_dir, "--times", 10, "-c", small_config_file, "-o", reference_run)
     assert status == 2 and "not empty" in err and "--resume" in err
     assert {p.name: p.stat().st_mtime_ns for p in reference_run.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--epochs", "9"], ["--epochs"]),
+        (["--seed", "3"], ["--seed"]),
+        (["--freeze-backbone"], ["--freeze-backbone"]),
+        (["--epochs", "9", "--seed", "3"], ["--epochs", "--seed"]),
+        (["--print-config"], ["--print-config"]),
+        (["--times", "10"], ["--times"]),
+        (["INPUT"], ["input files"]),
+    ],
+)
+def test_resume_refuses_options_that_would_change_the_run(capsys, reference_run, labelled_dir, extra, named):
+    """A resumed run repeats the original exactly: what it cannot honour is an error, not silently ignored."""
+    extra = [str(labelled_dir) if a == "INPUT" else a for a in extra]
+    before = {p.name: p.stat().st_mtime_ns for p in reference_run.iterdir()}
+    status = main(["train", "--resume", str(reference_run), *extra, "--device", "cpu", "--no-progress"])
+    captured = capsys.readouterr()
+    assert status == 2 and "Traceback" not in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert "--resume RUN_DIR" in captured.err and all(name in captured.err for name in named)
+    assert "resuming" not in captured.out  # refused before anything was read or redone
+    assert {p.name: p.stat().st_mtime_ns for p in reference_run.iterdir()} == before
