@@ -121,14 +121,23 @@ def format_report_markdown(report: dict) -> str:
         lines.append(f"| {t:g} | {cell} | {per_cell} | {b_pooled} | {b_per} |")
     baseline = report.get("baseline")
     if baseline is None:
-        lines += ["", "Ridge baseline not run (evaluation.baseline: false)."]
+        # Reports written before "baseline_not_run" existed skipped the baseline only when it was off.
+        reason = report.get("baseline_not_run") or "evaluation.baseline: false"
+        lines += ["", f"Ridge baseline not run ({reason})."]
     elif "error" in baseline:
         lines += ["", f"Ridge baseline failed: {baseline['error']}"]
     if not report["gnn"]:
         lines += ["", "No test configurations: the split has an empty test set."]
-    lines += ["", "Files: model.pt (exported best model), best.ckpt, last.ckpt, metrics.csv, split.json, "
-              "learning_curves.png, predicted_vs_true.png.", ""]
+    files = report.get("files", _RUN_FILES)
+    names = [f"{name} (exported best model)" if name == "model.pt" else name for name in files]
+    lines += ["", f"Files: {', '.join(names)}.", ""]
     return "\n".join(lines)
+
+
+# Files of a finished run that report.md lists, in this order, when they exist (report.json and report.md
+# themselves aside).
+_RUN_FILES = ("model.pt", "best.ckpt", "last.ckpt", "metrics.csv", "split.json", "learning_curves.png",
+              "predicted_vs_true.png")
 
 
 def _run_baseline(run, times) -> dict | None:
@@ -209,6 +218,21 @@ def finalize_run(run) -> dict:
     if ev["baseline"] and test_set:
         _log(run.dist, "fitting the ridge baseline on expert features (same split)...")
     baseline = _run_baseline(run, times) if test_set else None
+    if baseline is None:
+        # The report says why there is no baseline column: switched off, or nothing to evaluate it on.
+        not_run = "evaluation.baseline: false" if not ev["baseline"] else "the test set is empty"
+    else:
+        not_run = None
+
+    # Plots first, so that the report lists the files that were actually written.
+    plot_learning_curves(run.history, times, run_dir / "learning_curves.png", run.config.scheduler["milestones"])
+    if test_set:
+        plot_predicted_vs_true(
+            [np.concatenate([p[:, k] for p in preds]) for k in range(len(times))],
+            [np.concatenate([y[:, k] for y in trues]) for k in range(len(times))],
+            times, run_dir / "predicted_vs_true.png",
+            [(gnn[f"{t:g}"]["pooled"].get("value") or float("nan")) for t in times],
+        )
 
     report = {
         "run_dir": str(run_dir),
@@ -219,19 +243,12 @@ def finalize_run(run) -> dict:
         "bootstrap_samples": int(ev["bootstrap_samples"]),
         "gnn": gnn,
         "baseline": baseline,
+        "baseline_not_run": not_run,
+        "files": [name for name in _RUN_FILES if (run_dir / name).is_file()],
     }
     atomic_write_text(run_dir / "report.json", json.dumps(report, indent=1, default=_json_default) + "\n")
     markdown = format_report_markdown(report)
     atomic_write_text(run_dir / "report.md", markdown)
-
-    plot_learning_curves(run.history, times, run_dir / "learning_curves.png", run.config.scheduler["milestones"])
-    if test_set:
-        plot_predicted_vs_true(
-            [np.concatenate([p[:, k] for p in preds]) for k in range(len(times))],
-            [np.concatenate([y[:, k] for y in trues]) for k in range(len(times))],
-            times, run_dir / "predicted_vs_true.png",
-            [(gnn[f"{t:g}"]["pooled"].get("value") or float("nan")) for t in times],
-        )
     _log(run.dist, markdown)
     return report
 
