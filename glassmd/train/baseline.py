@@ -243,9 +243,11 @@ def add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", metavar="SPLIT_JSON",
                         help='{"train": [ids], "validation": [...], "test": [...]} with ids "<file name>#<frame>" '
                              "(e.g. the split.json of a training run, for a like-for-like comparison)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the 80/10/10 split by configuration used without --split, and of the "
-                             "bootstrap (default 0)")
+    split = _default_split()
+    parser.add_argument("--seed", type=int, default=split["seed"],
+                        help=f"seed of the split drawn without --split (glassmd train's default split: "
+                             f"{_split_text(split)} train/validation/test) and of the bootstrap "
+                             f"(default %(default)s, as glassmd train's split.seed and training.seed)")
     parser.add_argument("-o", "--output", metavar="REPORT_JSON", help="write the full report here (JSON)")
     parser.add_argument("--type-names", nargs="+", default=["A", "B"], metavar="NAME",
                         help="species names of LAMMPS types 1, 2, ... (default: A B)")
@@ -254,6 +256,18 @@ def add_baseline_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bootstrap resamples of the test set (default 5000)")
     parser.add_argument("--coarse-grain-radius", type=float, default=DescriptorConfig().coarse_grain_radius,
                         metavar="R", help="r_c of the descriptor averaging (default %(default)g)")
+
+
+def _default_split() -> dict:
+    """The split fractions and seed of ``glassmd train``'s default configuration: without --split, the
+    baseline draws the very split a default training run on the same inputs draws."""
+    from glassmd.train.config import default_config_dict
+
+    return default_config_dict()["split"]
+
+
+def _split_text(split: dict) -> str:
+    return "/".join(f"{split[name]:g}" for name in ("train", "validation", "test"))
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
@@ -307,12 +321,13 @@ def baseline_command(args: argparse.Namespace) -> int:
     if args.split:
         split = read_split(args.split, labelled.ids)
     else:
-        split = make_split(labelled.ids, {"train": 0.8, "validation": 0.1, "test": 0.1}, args.seed)
+        split = make_split(labelled.ids, _default_split(), args.seed)
     for name, ids in split.items():
         if not ids:
             raise InputError(
-                f"the split leaves no configuration for {name!r} ({len(labelled)} configuration(s) in all); "
-                "give more configurations (10 or more for the 80/10/10 split) or a --split file"
+                f"the split leaves no configuration for {name!r} ({len(labelled)} configuration(s) in all, split "
+                f"{len(split['train'])}/{len(split['validation'])}/{len(split['test'])} train/validation/test); "
+                f"give more configurations or a --split file"
             )
     names = {k + 1: name for k, name in enumerate(args.type_names)}
     config = DescriptorConfig(coarse_grain_radius=args.coarse_grain_radius)

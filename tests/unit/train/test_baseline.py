@@ -8,6 +8,8 @@ import pytest
 from glassmd.cli import main
 from glassmd.data.dump import Frame, propensity_column, write_dump
 from glassmd.train.baseline import _fit_ridge, run_baseline
+from glassmd.train.config import load_config
+from glassmd.train.dataset import find_dump_files, load_labelled_set, make_split
 from glassmd.train.descriptors import DescriptorConfig, boattini_descriptors, descriptor_names
 
 N_PARTICLES = 150
@@ -134,7 +136,11 @@ def test_command_line_with_default_and_explicit_split(tmp_path, capsys):
     assert "alpha" in printed and "test r" in printed
     written = json.loads(out.read_text())
     split = written["split"]
-    assert [len(split[k]) for k in ("train", "validation", "test")] == [8, 1, 1]
+    # Without --split: the split `glassmd train` draws with its default configuration (0.5/0.4/0.1, seed 0).
+    assert [len(split[k]) for k in ("train", "validation", "test")] == [5, 4, 1]
+    defaults = load_config(None).split
+    trainer_split = make_split(load_labelled_set(find_dump_files([data_dir]), [10.0]).ids, defaults, defaults["seed"])
+    assert split == trainer_split
     row = written["times"]["10"]
     assert row["test"]["n"] == 48 and row["test"]["n_resamples"] == 200
     assert row["alpha"] in written["alphas"] and -1 <= row["test"]["value"] <= 1
