@@ -76,7 +76,9 @@ def _register_propensity(subparsers) -> None:
     )
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="dump files, or folders of *.dump / *.dump.gz")
     p.add_argument("-o", "--output", metavar="OUTDIR", help="output folder for the labelled dumps")
-    p.add_argument("--temperature", type=float, help="temperature of the fresh velocities (required)")
+    # Not argparse-required: --summary DIR runs without it.
+    p.add_argument("--temperature", type=float,
+                   help="temperature of the fresh velocities (required for labelling; not with --summary)")
     p.add_argument("--times", type=float, nargs="+", default=list(PropensitySettings.times), metavar="T",
                    help="label times (default: %(default)s)")
     p.add_argument("--n-iso", type=int, default=PropensitySettings.n_iso,

@@ -246,7 +246,7 @@ def label_frame(lmp, frame, name: str, settings: PropensitySettings) -> tuple[di
                 r = distance[selected]
                 fs_sum[slot] += np.sinc(settings.q * r / np.pi).mean()
                 msd_sum[slot] += np.mean(r * r)
-    times = steps * ka.TIMESTEP
+    times = np.array([_clean_time(t) for t in steps * ka.TIMESTEP])
     times[label_index] = settings.times  # exactly the requested values, not step * dt rounding
     fs = fs_sum / settings.n_iso
     propensity = {t: displacement_sum[k] / settings.n_iso for k, t in enumerate(settings.times)}
@@ -257,6 +257,12 @@ def label_frame(lmp, frame, name: str, settings: PropensitySettings) -> tuple[di
         "tau_alpha": alpha_relaxation_time(times, fs) if n_selected else None,
     }
     return propensity, curve
+
+
+def _clean_time(t: float) -> float:
+    """``step * dt`` without its binary rounding noise (0.7000000000000001 -> 0.7): 12 significant digits
+    are far more than a step count times the time step carries, and the value then prints as it is named."""
+    return float(f"{float(t):.12g}")
 
 
 def _output_paths(out: Path, name: str) -> tuple[Path, Path]:
@@ -565,6 +571,9 @@ def summarize_labels(label_dir) -> dict:
         records.append(json.loads(path.read_text()))
     if not records:
         raise GlassmdError(f"{folder} holds no labelled configurations (*{CURVE_SUFFIX} with its dump)")
+    # Curves written before the times were cleaned at the source carry step * dt noise: clean them here too.
+    for record in records:
+        record["times"] = [_clean_time(t) for t in record["times"]]
     times = records[0]["times"]
     if any(r["times"] != times for r in records):
         raise GlassmdError(f"{folder} mixes configurations labelled on different time grids")
