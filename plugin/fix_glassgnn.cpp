@@ -215,7 +215,11 @@ FixGlassGNN::FixGlassGNN(LAMMPS *lmp, int narg, char **arg) :
     }
     if (rc != 0) message = glassgnn_last_error();
   }
-  check(rc, fmt::format("cannot use model file {}: {}", model_file, message).c_str());
+  // glassmd's model-file messages name the file themselves ("model file 'X' does not exist"); the prefix
+  // is for the others (device, threads), which do not.
+  const bool names_file = message.find(model_file) != std::string::npos;
+  check(rc, names_file ? message.c_str()
+                       : fmt::format("cannot use model file {}: {}", model_file, message).c_str());
   if (num_layers < 1 || feature_dim < 1 || num_model_outputs < 1 || model_cutoff <= 0.0)
     error->all(FLERR,
                "Fix glassgnn: model file {} reports {} layers, {} features, {} outputs, cutoff {}; "

@@ -33,8 +33,9 @@ def _fails(lmp, script: str, *patterns: str) -> str:
 
 def test_missing_model_file(lmp, ka_data, tmp_path):
     missing = tmp_path / "nowhere" / "model.pt"
-    _fails(lmp, READ_KA.format(data=ka_data) + f"fix g all glassgnn 10 {missing}", "Fix glassgnn", str(missing),
-           "does not exist")
+    text = _fails(lmp, READ_KA.format(data=ka_data) + f"fix g all glassgnn 10 {missing}", "Fix glassgnn",
+                  str(missing), "does not exist")
+    assert text.splitlines()[0].count(str(missing)) == 1, text  # named once, not "cannot use model file X: model file 'X' ..."
 
 
 def test_file_that_is_not_a_model(lmp, ka_data, tmp_path):
