@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,16 +74,31 @@ def config_from_args(args) -> "ModelConfig":
 
 
 def _info(args) -> int:
-    from glassmd.model import GlassGNN, count_parameters
+    from glassmd.model import GlassGNN, count_parameters, model_from_file
     from glassmd.model.fused_kernel import fused_kernel_path
 
-    config = config_from_args(args)
-    model = GlassGNN(config)
+    if args.model_file:
+        given = given_config_options(args)
+        if given:
+            raise GlassmdError(f"model info MODEL describes the file as it is; {', '.join(given)} cannot be given with it")
+        model, extra = model_from_file(args.model_file)
+        config = model.config
+    else:
+        config = config_from_args(args)
+        model = GlassGNN(config)
     print(f"l_max={config.l_max} channels={config.channels} layers={config.layers} cutoff={config.cutoff:g} "
           f"types={','.join(config.type_names)} outputs={config.n_outputs}")
     print(f"triplets per layer: first {model.layers[0].conv.n_paths}, then "
           f"{model.layers[-1].conv.n_paths if config.layers > 1 else '-'}")
     print(f"parameters: {count_parameters(model)}")
+    if args.model_file:
+        # What a LAMMPS input needs (fix glassgnn's types and output keywords) and what the file was trained on.
+        times = ", ".join("-" if t is None else f"{t:g}" for t in config.output_times)
+        print(f"outputs: {' '.join(config.output_names)} (times {times})")
+        print(f"dtype: {model.label_mean.dtype}".replace("torch.", ""))
+        for key, value in sorted(extra.items()):
+            if key not in ("format", "format_version", "implementation"):
+                print(f"{key}: {json.dumps(value, sort_keys=True)}")
     kernel = fused_kernel_path()
     print(f"CPU kernel: {'fused (' + str(kernel) + ')' if kernel else 'torch ops (glassmd was built without its kernel)'}")
     return 0
@@ -136,7 +152,11 @@ def _export(args) -> int:
 def register(subparsers) -> None:
     model = subparsers.add_parser("model", help="inspect the network (parameter count, shipped model)")
     model_sub = model.add_subparsers(dest="model_command", metavar="SUBCOMMAND", required=True)
-    info = model_sub.add_parser("info", help="print the architecture and its parameter count")
+    info = model_sub.add_parser(
+        "info", help="print the architecture and its parameter count, of the options or of a model file"
+    )
+    info.add_argument("model_file", nargs="?", metavar="MODEL",
+                      help="model file to describe (its types, outputs and training), instead of the options")
     add_config_arguments(info)
     info.set_defaults(func=_info)
     path = model_sub.add_parser("path", help="print the path of the shipped model file")

@@ -58,3 +58,18 @@ def test_architecture_options_still_shape_a_fresh_model(tmp_path):
     _, meta = load_model_file(tmp_path / "fresh.pt")
     assert meta["config"]["l_max"] == 1 and meta["type_names"] == ["X", "Y"]
     assert meta["config"]["layers"] == ModelConfig().layers  # not given: the paper's default
+
+
+def test_model_info_describes_a_model_file(capsys, sources):
+    assert main(["model", "info", str(sources["--model"])]) == 0
+    out = capsys.readouterr().out
+    assert "l_max=2" in out and "layers=2" in out and "types=A,B" in out
+    n_params = sum(p.numel() for p in GlassGNN.create(CONFIG).parameters())
+    assert f"parameters: {n_params}" in out
+    assert "outputs: propensity" in out
+
+
+def test_model_info_refuses_options_with_a_model_file(capsys, sources):
+    assert main(["model", "info", str(sources["--model"]), "--lmax", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--lmax" in err and len(err.strip().splitlines()) == 1
