@@ -50,6 +50,12 @@ def predict_frame(module, metadata: dict, frame, type_map: dict[int, int], devic
 
     dtype = torch.float64 if metadata.get("dtype") == "float64" else torch.float32
     types = torch.from_numpy(map_types(frame.types, type_map, where=where))
+    bad = ~np.isfinite(np.asarray(frame.positions)).all(axis=1)
+    if bad.any():  # named by atom ID, as the dump file and LAMMPS know the atoms (the graph check has indices)
+        raise InputError(
+            f"{where + ': ' if where else ''}{int(bad.sum())} atom(s) have non-finite (NaN or inf) positions, "
+            f"the first atom ID {int(np.asarray(frame.ids)[bad][0])}"
+        )
     try:
         edge_index, edge_vec = periodic_graph(frame.positions, frame.box_lengths, float(metadata["cutoff"]))
     except InputError as exc:

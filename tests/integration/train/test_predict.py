@@ -162,3 +162,16 @@ def test_predict_trailing_slash_on_an_existing_file_is_refused(tmp_path, capsys,
     err = capsys.readouterr().err
     assert status == 2 and "names a directory" in err and "is a file" in err
     assert existing.read_text() == "keep me\n"
+
+
+def test_non_finite_position_is_named_by_atom_id(tmp_path, capsys, reference_run):
+    frame = synthetic_frames(1, 100, seed=5)[0]
+    positions = frame.positions.copy()
+    positions[7, 2] = np.nan
+    ids = frame.ids + 1000  # IDs that are not array indices
+    write_dump(tmp_path / "nan.dump", [Frame(frame.timestep, frame.box, ids, frame.types, positions, {})])
+    out = tmp_path / "out.dump"
+    assert main(["predict", str(reference_run / "model.pt"), str(tmp_path / "nan.dump"), "-o", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "non-finite" in err and f"atom ID {int(ids[7])}" in err, err
+    assert not out.exists()
