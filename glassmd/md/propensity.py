@@ -20,12 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -269,18 +272,39 @@ def _output_paths(out: Path, name: str) -> tuple[Path, Path]:
     return out / f"{name}{LABEL_SUFFIX}", out / f"{name}{CURVE_SUFFIX}"
 
 
-def _is_complete(out: Path, name: str, settings: PropensitySettings) -> bool:
-    dump_path, curve_path = _output_paths(out, name)
+def configuration_digest(frame) -> str:
+    """SHA-256 of what labelling reads from a frame (ids, types, positions, box): two inputs of one name are the
+    same configuration only if their digests agree."""
+    digest = hashlib.sha256()
+    for array in (frame.ids, frame.types, frame.positions, frame.box):
+        array = np.ascontiguousarray(array)
+        digest.update(str((array.dtype.str, array.shape)).encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _is_complete(out: Path, config: Configuration, frame, settings: PropensitySettings) -> bool:
+    dump_path, curve_path = _output_paths(out, config.name)
     if not dump_path.exists():
         return False
     try:
-        stored = json.loads(curve_path.read_text())["settings"]
+        record = json.loads(curve_path.read_text())
+        stored = record["settings"]
     except (OSError, ValueError, KeyError) as exc:
         raise GlassmdError(f"{dump_path} exists but {curve_path.name} is missing or unreadable ({exc})") from exc
     if stored != settings.to_dict():
         raise GlassmdError(
             f"{out} holds labels made with other settings ({curve_path.name}: {stored}); "
             f"now asked for {settings.to_dict()}; use another output folder"
+        )
+    # Two label sets both name their files config_<k>: a name already done is the same configuration only if
+    # its atoms are. (Curves written before the digest existed carry none and are trusted by name.)
+    digest = record.get("configuration_sha256")
+    if digest is not None and digest != configuration_digest(frame):
+        raise GlassmdError(
+            f"{out} already holds a configuration named {config.name!r} labelled from {record.get('source')}, "
+            f"and {config.source} frame {config.frame_index} is another configuration of that name; "
+            "use another output folder"
         )
     return True
 
@@ -297,6 +321,7 @@ def _write_outputs(out: Path, config: Configuration, frame, propensity: dict, cu
         "configuration": config.name,
         "source": str(config.source),
         "frame": config.frame_index,
+        "configuration_sha256": configuration_digest(frame),
         "timestep": int(frame.timestep),
         "n_atoms": int(len(frame.ids)),
         "fs_type": settings.fs_type,
@@ -448,7 +473,7 @@ def label_configurations(
             out.mkdir(parents=True, exist_ok=True)
             lock = _OutputLock(out).__enter__()
             _discard_partial_files(out)
-            pending = [(c, f) for c, f in configs if not _is_complete(out, c.name, settings)]
+            pending = [(c, f) for c, f in configs if not _is_complete(out, c, f, settings)]
         except GlassmdError as exc:
             error = str(exc)
             if lock is not None:
@@ -509,12 +534,25 @@ def _run_pool(pending, out, settings, jobs, bar) -> list[float]:
     context = multiprocessing.get_context("spawn")
     tasks = [(c, f, out, settings) for c, f in pending]
     seconds = []
-    with context.Pool(processes=min(jobs, len(tasks)), initializer=_worker_init) as pool:
-        for _, wall in pool.imap_unordered(_worker_label, tasks, chunksize=1):
-            seconds.append(wall)
-            if bar is not None:
-                bar.update(1)
+    # SIGTERM (a batch scheduler's time limit, kill) ends this process at once by default, and the workers
+    # would go on writing into a folder whose lock died with it. As an exception it leaves the `with` block,
+    # whose exit terminates the pool.
+    in_main_thread = threading.current_thread() is threading.main_thread()  # signal handlers live there only
+    previous = signal.signal(signal.SIGTERM, _terminated) if in_main_thread else None
+    try:
+        with context.Pool(processes=min(jobs, len(tasks)), initializer=_worker_init) as pool:
+            for _, wall in pool.imap_unordered(_worker_label, tasks, chunksize=1):
+                seconds.append(wall)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return seconds
+
+
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 def _run_mpi_share(world, pending, out, settings, bar) -> list[float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -175,3 +176,21 @@ def test_cli_names_a_missing_temperature(small_configs, tmp_path):
     result = run_glassmd("propensity", str(small_configs), "-o", str(tmp_path / "x"), check=False, full_cli=True)
     assert result.returncode == 2 and "--temperature is required" in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_another_configuration_of_a_labelled_name_is_refused(labelled, tmp_path):
+    # Two label sets both name their files config_<k>: labelling the second into the first's folder must not
+    # skip its configurations as "already done".
+    inputs, out = labelled
+    impostor = tmp_path / inputs[0].name
+    shutil.copyfile(inputs[1], impostor)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    settings = PropensitySettings(temperature=TEMPERATURE, times=TIMES, n_iso=N_ISO, seed=SEED, q=Q)
+    with pytest.raises(Exception, match="another configuration of that name"):
+        label_configurations([impostor], out, settings, progress=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # the same configuration from another path is still recognised as done
+    same = tmp_path / "copy" / inputs[0].name
+    same.parent.mkdir()
+    shutil.copyfile(inputs[0], same)
+    assert label_configurations([same], out, settings, progress=False)["skipped"] == 1

@@ -106,3 +106,56 @@ def test_mpi_ranks_give_the_same_labels(inputs, reference, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("configurations labelled") == 1  # rank 0 reports
     _assert_same_labels(out, reference)
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_stops_the_worker_processes(inputs, tmp_path):
+    # A scheduler's time limit sends SIGTERM: workers left running would finish their configurations and write
+    # them into a folder whose lock died with the parent.
+    out = tmp_path / "labels"
+    process = subprocess.Popen(
+        glassmd_command("propensity", str(inputs), "-o", str(out), "--jobs", "2", *LABEL_ARGS),
+        env=glassmd_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while time.monotonic() < deadline and process.poll() is None:
+            workers = [p for p in _children(process.pid) if _alive(p)]
+            if len(workers) >= 2 and list(out.glob("*.dump.gz")):
+                break  # the workers are busy with the next configurations
+            time.sleep(0.01)
+        assert process.poll() is None and list(out.glob("*.dump.gz")), "the parent should be running"
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode != 0
+    written = sorted(p.name for p in out.glob("*.dump.gz"))
+    assert len(written) < N_CONFIGS, "the signal should come while work is left"
+    deadline = time.monotonic() + 60
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers), "worker processes outlived the terminated parent"
+    assert sorted(p.name for p in out.glob("*.dump.gz")) == written, "outputs written after the parent ended"
