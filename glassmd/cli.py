@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except GlassmdError as exc:
         print(f"glassmd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: the commands leave resumable state; a traceback would only alarm
+        print(f"\nglassmd {args.command}: interrupted", file=sys.stderr)
+        return 130
     return int(status or 0)
 
 
