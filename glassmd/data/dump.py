@@ -327,6 +327,13 @@ def _read_box(reader: _LineReader, item: str) -> np.ndarray:
         raise reader.error(
             f"triclinic boxes are not supported ('ITEM: {item}'); glassmd needs an orthogonal box"
         )
+    # The graph is periodic in x, y and z (minimum image); a fixed or shrink-wrapped boundary would be joined to
+    # its far side. A header without flags (very old LAMMPS) says nothing and is taken as periodic.
+    if words and words != ["pp", "pp", "pp"]:
+        raise reader.error(
+            f"boundaries {' '.join(words)} are not supported ('ITEM: {item}'); glassmd needs a box periodic in "
+            "x, y and z (boundary p p p, written as 'pp pp pp')"
+        )
     box = np.empty((3, 2))
     for axis in range(3):
         line = reader.next()

@@ -116,6 +116,22 @@ def test_triclinic_box_is_refused(tmp_path):
     assert "triclinic boxes are not supported" in message and "line 5" in message
 
 
+@pytest.mark.parametrize("flags", ["ff pp pp", "pp pp fs", "pp sm pp"])
+def test_non_periodic_box_is_refused(tmp_path, flags):
+    lines = two_frames()
+    lines[4] = f"ITEM: BOX BOUNDS {flags}\n"
+    message = error_for(tmp_path, lines)
+    assert f"boundaries {flags} are not supported" in message and "line 5" in message
+
+
+def test_box_bounds_without_flags_read_as_periodic(tmp_path):
+    lines = two_frames()
+    lines[4] = "ITEM: BOX BOUNDS\n"
+    path = tmp_path / "old.dump"
+    path.write_text("".join(lines))
+    assert len(read_dump(path)) == 2
+
+
 def test_not_a_dump_and_empty_file(tmp_path):
     message = error_for(tmp_path, ["hello world\n"])
     assert "line 1" in message and "LAMMPS text dump" in message
