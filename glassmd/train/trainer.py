@@ -685,11 +685,24 @@ def _train(options: TrainOptions) -> TrainResult:
             "world_size": dist.world_size,
         }
         atomic_write_text(run_dir / "run.json", json.dumps(run_info, indent=1) + "\n")
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(_used_config(config, run), sort_keys=False))
         write_split(run_dir / "split.json", split)
         _log(dist, _summary(run, device))
     dist.barrier()
     return _continue(run, options.max_epochs_this_run)
+
+
+def _used_config(config: TrainConfig, run: "_Run") -> dict:
+    """The configuration as trained: with --init the architecture is the init model's, so the ``model`` section
+    written to config.yaml is that one (the run's file would otherwise describe a network it does not hold)."""
+    data = config.to_dict()
+    built = run.model_config.to_dict()
+    model = {key: built.get(key, value) for key, value in data["model"].items()}
+    changed = [f"{key} {data['model'][key]} -> {value}" for key, value in model.items() if value != data["model"][key]]
+    if changed:
+        _log(run.dist, f"--init: the architecture is the init model's ({', '.join(changed)})")
+    data["model"] = model
+    return data
 
 
 def resume(run_dir: str | Path, device: str = "auto", max_epochs_this_run: int | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -57,3 +58,17 @@ def test_torchrun_two_processes_match_one_process(tmp_path, labelled_dir, child_
         if "running_" in key or not value.is_floating_point():
             continue  # batch-norm running averages follow rank 0's chunks only (documented)
         torch.testing.assert_close(b["model_state"][key], value, rtol=1e-9, atol=1e-10, msg=key)
+
+
+def test_config_yaml_of_an_init_run_describes_the_init_architecture(tmp_path, labelled_dir, small_config_file,
+                                                                    reference_run):
+    # The config asks for 3 layers and l_max 2; --init brings the reference run's 2 layers and l_max 1, which
+    # are what is trained, so the run's config.yaml must say so.
+    config = load_config(small_config_file, {"model": {"layers": 3, "l_max": 2}, "training": {"epochs": 1},
+                                             "evaluation": {"baseline": False}})
+    run_dir = tmp_path / "init"
+    train(TrainOptions(inputs=[labelled_dir], run_dir=run_dir, config=config, times=[10.0],
+                       init=reference_run / "model.pt", device="cpu", progress=False))
+    written = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
+    exported = json.loads(torch.jit.load(str(run_dir / "model.pt")).metadata())["config"]
+    assert (written["layers"], written["l_max"]) == (exported["layers"], exported["l_max"]) == (2, 1)
