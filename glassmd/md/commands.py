@@ -58,7 +58,8 @@ def _simulate(args) -> int:
         tdamp=args.tdamp,
     )
     written = simulate(args.output, settings, progress=not args.no_progress)
-    print(f"wrote {len(written)} configurations to {args.output}")
+    if _is_rank0():
+        print(f"wrote {len(written)} configurations to {args.output}")
     return 0
 
 
