@@ -3,6 +3,7 @@
 # Uses the shipped model when this glassmd has one (`glassmd model path`), else exports a freshly
 # initialised model (its predictions are not trained: the example then only shows the mechanics).
 # Environment: NP = MPI ranks (default 2), VENV = environment with glassmd (default: the repository's .venv).
+# Writes ka.dump, ka.log and propensity.png beside this script (replacing those of an earlier run).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 VENV=${VENV:-$(cd "$here/../.." && pwd)/.venv}
@@ -24,3 +25,4 @@ else
     OMP_NUM_THREADS=1 "$bin/lmp" -in in.ka -var model "$model" -log ka.log
 fi
 "$bin/python" render.py ka.dump -o propensity.png
+echo "outputs in $here: ka.dump (f_prop per atom), ka.log, propensity.png"
