@@ -92,6 +92,15 @@ def find_dump_files(inputs: Sequence[str | Path]) -> list[Path]:
     unique: dict[Path, Path] = {}
     for f in files:
         unique.setdefault(f.resolve(), f)
+    # x.dump beside x.dump.gz (an import repeated with --gzip) is almost surely one configuration twice, which
+    # could land in both the training and the test set.
+    by_stem: dict[Path, Path] = {}
+    for resolved, f in unique.items():
+        stem = resolved.with_name(resolved.name.removesuffix(".gz"))
+        if stem in by_stem:
+            raise InputError(f"{str(by_stem[stem])!r} and {str(f)!r} are one dump with and without gzip: "
+                             "keep one of them (each would be read as its own configurations)")
+        by_stem[stem] = f
     return list(unique.values())
 
 

@@ -53,6 +53,14 @@ def test_same_file_names_in_two_folders_are_told_apart_by_their_folders(tmp_path
     assert np.array_equal(labelled.subset(["run2/config.dump#1"])[0].positions, frames[2].positions)
 
 
+def test_one_dump_with_and_without_gzip_is_refused(tmp_path):
+    frames = synthetic_frames(2, 96, times=(10.0,))
+    write_dump(tmp_path / "x.dump", frames)
+    write_dump(tmp_path / "x.dump.gz", frames)
+    with pytest.raises(InputError, match="with and without gzip"):
+        find_dump_files([tmp_path])
+
+
 def test_missing_label_names_file_frame_and_present_times(data_dir):
     with pytest.raises(InputError) as info:
         load_labelled_set(find_dump_files([data_dir]), [10.0, 50.0])
