@@ -22,15 +22,16 @@ def current_umask() -> int:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; when the block succeeds it replaces ``path``.
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``, ending in ``suffix``; when the block succeeds it replaces ``path``.
 
     On any exception the temporary file is removed and ``path`` is left as it was. The new file gets
-    ordinary permissions (``0666 & ~umask``) rather than mkstemp's 0600.
+    ordinary permissions (``0666 & ~umask``) rather than mkstemp's 0600. Several of them entered in one
+    :class:`contextlib.ExitStack` replace their targets together, only when every block succeeded.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

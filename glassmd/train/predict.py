@@ -11,13 +11,13 @@ import contextlib
 import dataclasses
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from glassmd.atomic import atomic_path
 from glassmd.errors import GlassmdError, InputError
 
 __all__ = ["lammps_type_map", "predict_frame", "predict_files"]
@@ -121,25 +121,20 @@ def predict_files(model_path: str | Path, inputs: Sequence[str | Path], output: 
         write_dump(targets[0], [frame for path in inputs for frame in predicted(path)])
         return list(targets)
     created = _make_directories(targets[0].parent)
-    staged: list[Path] = []
     try:
         # Each input's file is complete under a temporary name before the next input is read (memory holds
-        # one input at a time); only when all are written do they replace their targets.
-        for path, target in zip(inputs, targets):
-            temporary = _temporary_beside(target)
-            staged.append(temporary)
-            write_dump(temporary, predicted(path))
-        for temporary, target in zip(staged, targets):
-            try:
-                os.replace(temporary, target)
-            except OSError as exc:
-                raise GlassmdError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
-    except BaseException:
-        for temporary in staged:
-            temporary.unlink(missing_ok=True)
+        # one input at a time); only when all are written do they replace their targets. The temporary names
+        # keep the target's .gz, from which write_dump decides to compress.
+        with contextlib.ExitStack() as staged:
+            for path, target in zip(inputs, targets):
+                suffix = ".partial.gz" if target.name.endswith(".gz") else ".partial"
+                write_dump(staged.enter_context(atomic_path(target, suffix=suffix)), predicted(path))
+    except BaseException as exc:
         for folder in reversed(created):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if still empty
+        if isinstance(exc, OSError):
+            raise GlassmdError(f"cannot write the outputs in {str(targets[0].parent)!r}: {exc.strerror or exc}") from None
         raise
     return list(targets)
 
@@ -201,13 +196,3 @@ def _make_directories(folder: Path) -> list[Path]:
         created.append(path)
     return created
 
-
-def _temporary_beside(target: Path) -> Path:
-    """An unused hidden name beside ``target``, with the same compression suffix (write_dump gzips .gz)."""
-    suffix = ".gz" if target.name.endswith(".gz") else ""
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".partial{suffix}", dir=target.parent)
-    except OSError as exc:
-        raise GlassmdError(f"cannot write in {str(target.parent)!r}: {exc.strerror or exc}") from None
-    os.close(fd)
-    return Path(name)
