@@ -13,7 +13,7 @@ import pkgutil
 import sys
 
 import glassmd
-from glassmd.errors import GlassmdError
+from glassmd.errors import run_command
 
 # Areas whose commands appear in `glassmd --help`, in this order; any other area with a commands.py
 # module is appended after them.
@@ -49,15 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
-    try:
-        status = args.func(args)
-    except GlassmdError as exc:
-        print(f"glassmd {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:  # Ctrl-C: the commands leave resumable state; a traceback would only alarm
-        print(f"\nglassmd {args.command}: interrupted", file=sys.stderr)
-        return 130
-    return int(status or 0)
+    return run_command(args)
 
 
 if __name__ == "__main__":

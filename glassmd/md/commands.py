@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from glassmd.errors import GlassmdError
+from glassmd.errors import GlassmdError, run_command
 
 
 def register(subparsers) -> None:
@@ -156,16 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     Behaves like ``glassmd simulate|propensity``; handy for scripts and batch jobs that start many times.
     """
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(prog="glassmd")
     register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
     args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except GlassmdError as exc:
-        print(f"glassmd {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(args)
 
 
 if __name__ == "__main__":
