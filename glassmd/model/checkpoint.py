@@ -15,7 +15,10 @@ from glassmd.errors import ModelFileError
 from glassmd.model.config import ModelConfig
 from glassmd.model.network import GlassGNN
 
-__all__ = ["model_from_checkpoint", "checkpoint_payload"]
+__all__ = ["model_from_checkpoint", "checkpoint_payload", "TRAINING_CHECKPOINT_FORMAT"]
+
+# The "format" entry of glassmd train's checkpoints (last.ckpt, best.ckpt), by which a file is recognised.
+TRAINING_CHECKPOINT_FORMAT = "glassmd-train-checkpoint"
 
 
 def checkpoint_payload(model: GlassGNN) -> dict:

@@ -13,15 +13,15 @@ import re
 import zipfile
 from pathlib import Path
 
+from glassmd.model.checkpoint import TRAINING_CHECKPOINT_FORMAT
+
 __all__ = ["archive_kind", "first_file_in", "torch_error_line"]
 
 # torch appends this to every zip-reader failure (PytorchStreamReader); it adds nothing to the first
 # sentence and turns a one-line error into a paragraph.
 _MINIZ_BOILERPLATE = re.compile(r"[.\s]*This is an internal miniz error\..*", re.DOTALL)
 
-# String constants of a pickle that identify a glassmd checkpoint (see glassmd.model.checkpoint and
-# glassmd.train.trainer.CHECKPOINT_FORMAT, which is spelled here to keep this module free of the trainer).
-_TRAINING_CHECKPOINT_FORMAT = "glassmd-train-checkpoint"
+# String constants of a pickle that identify a glassmd checkpoint (glassmd.model.checkpoint).
 _CHECKPOINT_KEYS = {"model_config", "model_state"}
 # Only the start of a checkpoint's pickle is read: the keys come early, tensors are stored apart from it.
 _PICKLE_BYTES = 1 << 20
@@ -71,7 +71,7 @@ def archive_kind(path: str | Path) -> str | None:
                 strings.add(argument)
     except Exception:  # a pickle cut at _PICKLE_BYTES or damaged: judge from what was read
         pass
-    if _TRAINING_CHECKPOINT_FORMAT in strings:
+    if TRAINING_CHECKPOINT_FORMAT in strings:
         return "training checkpoint"
     if _CHECKPOINT_KEYS <= strings:
         return "checkpoint"

@@ -49,6 +49,7 @@ import yaml
 from glassmd.atomic import atomic_path, atomic_write_text
 import glassmd
 from glassmd.errors import GlassmdError, InputError, ModelFileError
+from glassmd.model.checkpoint import TRAINING_CHECKPOINT_FORMAT
 from glassmd.train.config import TrainConfig, load_config
 from glassmd.train.dataset import (
     Configuration,
@@ -64,7 +65,7 @@ from glassmd.train.dataset import (
 
 __all__ = ["TrainOptions", "TrainResult", "train", "resume", "pearson_from_moments"]
 
-CHECKPOINT_FORMAT = "glassmd-train-checkpoint"
+CHECKPOINT_FORMAT = TRAINING_CHECKPOINT_FORMAT
 CHECKPOINT_VERSION = 1
 
 
