@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from glassmd.atomic import current_umask
 from glassmd.errors import GlassmdError, InputError
 
 __all__ = [
@@ -615,7 +616,7 @@ def _atomic_write(path: Path, chunks: Iterable[str]) -> None:
                     raw.write(chunk.encode("ascii"))
             raw.flush()
             os.fsync(raw.fileno())
-        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates 0600
+        os.chmod(tmp_name, 0o666 & ~current_umask())  # mkstemp creates 0600
         os.replace(tmp_name, path)
     except BaseException as exc:
         try:
@@ -627,7 +628,3 @@ def _atomic_write(path: Path, chunks: Iterable[str]) -> None:
         raise
 
 
-def _current_umask() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
